@@ -26,6 +26,7 @@ function(fp8rl_test name)
   add_executable(${name} ${A_SRCS})
   target_link_libraries(${name} PRIVATE ${A_DEPS} fp8rl_catch_main fp8rl_warnings)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  set_property(GLOBAL APPEND PROPERTY FP8RL_UNIT_TESTS ${name})
   catch_discover_tests(${name}
     PROPERTIES LABELS "${A_LABELS}" SKIP_RETURN_CODE 77
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
