@@ -21,18 +21,24 @@ class StagedDir {
   // Where to write now.
   const std::string& path() const { return staging_; }
   const std::string& final_path() const { return final_; }
-  // fsyncs and renames the staging folder to final_path (atomic on one filesystem).
+  // fsyncs everything under the staging folder and renames it to final_path (atomic on one
+  // filesystem). AlreadyExists if final_path appeared meanwhile; FailedPrecondition if already
+  // committed or moved from. On error the staging folder stays until destruction.
   absl::Status commit();
 
  private:
   StagedDir() = default;
+  // Removes the staging folder unless committed; leaves the object committed (inert).
+  void discard();
   std::string final_;
   std::string staging_;
   bool committed_ = true;
 };
 
-// Writes `contents` to `path` through a temporary file in the same folder and a rename.
+// Writes `contents` to `path` through a temporary file in the same folder (fsynced) and a rename,
+// so readers see the old file or the new one, never a mix. The folder must exist.
 absl::Status write_file_atomic(const std::string& path, std::string_view contents);
+// The whole file; NotFound when it does not exist.
 absl::StatusOr<std::string> read_file(const std::string& path);
 
 }  // namespace fp8rl

@@ -2,7 +2,8 @@
 // model.safetensors or of shards listed in model.safetensors.index.json.
 //
 // Format: 8-byte little-endian header length N, N bytes of JSON
-//   {"__metadata__": {str: str}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}}
+//   {"__metadata__": {str: str},
+//    "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}, ...}
 // then the data section. Offsets are relative to the data section; tensors must tile it exactly
 // (no gaps, no overlap, nothing past the end), as the Python `safetensors` package checks.
 #pragma once
@@ -31,8 +32,9 @@ struct TensorInfo {
 class SafetensorsFile {
  public:
   // Maps `path` and validates the whole header: length within the file, JSON shape, known dtypes,
-  // byte count == numel * dtype size, offsets tiling the data section exactly. Errors name the file
-  // and the tensor: InvalidArgument for a corrupt file, NotFound when it does not exist.
+  // byte count == numel * dtype size, offsets tiling the data section exactly, no duplicate keys,
+  // header at most 100 MB (the Python package's limit). Errors name the file and the tensor:
+  // InvalidArgument for a corrupt file, NotFound when it does not exist.
   static absl::StatusOr<std::shared_ptr<SafetensorsFile>> open(const std::string& path);
   ~SafetensorsFile();
 
@@ -42,7 +44,8 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // nullptr when absent.
   const TensorInfo* find(std::string_view name) const;
-  // Zero-copy CPU view of a tensor; the mapping lives as long as any view. NotFound if absent.
+  // Zero-copy CPU view of a tensor; the mapping lives as long as any view. The pages are mapped
+  // read-only: clone() a tensor before writing to it. NotFound if absent.
   absl::StatusOr<Tensor> tensor(std::string_view name) const;
 
  private:
@@ -53,7 +56,6 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> index_;
   std::map<std::string, std::string> metadata_;
-  std::weak_ptr<SafetensorsFile> self_;
 };
 
 struct TensorSpec {
@@ -68,6 +70,8 @@ struct TensorSpec {
 // Not thread-safe. A writer that is destroyed before finish() removes its partial file.
 class SafetensorsWriter {
  public:
+  // Validates the specs (unique names, shapes whose byte counts fit) and writes the header to
+  // `path`, replacing any file there.
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> create(
       const std::string& path, std::vector<TensorSpec> specs,
       std::map<std::string, std::string> metadata = {});
@@ -76,7 +80,8 @@ class SafetensorsWriter {
   // Writes the next declared tensor; FailedPrecondition if `name` is not next or the size differs.
   absl::Status write(std::string_view name, const void* data, size_t nbytes);
   absl::Status write(std::string_view name, const Tensor& t);  // CPU tensor, dtype/shape checked
-  // Flushes and closes; FailedPrecondition if tensors are missing.
+  // Flushes and closes; FailedPrecondition if tensors are missing, and then the file is removed.
+  // After an I/O error the file is removed and every later call returns that error.
   absl::Status finish();
   // Bytes of tensor data declared (the index's total_size counts these).
   uint64_t data_bytes() const;
@@ -105,7 +110,7 @@ class CheckpointReader {
 
   const std::string& dir() const { return dir_; }
   bool sharded() const { return sharded_; }
-  // Shard file names relative to dir(), in index order (or just "model.safetensors").
+  // Shard file names relative to dir(), sorted (or just "model.safetensors").
   const std::vector<std::string>& shard_files() const { return shard_files_; }
   // Tensor names of one shard, in data order.
   std::vector<std::string> shard_tensor_names(const std::string& shard_file) const;

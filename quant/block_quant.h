@@ -10,7 +10,14 @@
 //                     along rows (the token dimension) of x: TE's columnwise copy used by wgrad.
 //   128x128           q  [rows, cols] e4m3      scale_inv [ceil(rows/128), scale_ld] f32 row-major;
 //                     scale_ld = ceil(cols/128) is DeepSeek-V3's weight_scale_inv; cuBLASLt's
-//                     BLK128x128 wants scale_ld rounded up to a multiple of 4.
+//                     BLK128x128 wants scale_ld rounded up to a multiple of 4; the padding
+//                     entries are not written.
+//
+// amax is NaN-propagating (as torch.amax and np.max): a tile holding a NaN has amax NaN, hence
+// scale 1, so the NaN encodes to 0x7F/0xFF and the other elements are quantized unscaled.
+// TE's kernels reduce with fmaxf, which skips NaN and scales such a tile by its finite elements;
+// the rules differ only in tiles holding a NaN (for 1x128 tiles every GEMM output reading such a
+// tile is NaN either way). amax_key() implements the rule for both backends.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +33,10 @@ inline constexpr int64_t kQuantBlock = 128;
 
 inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// |x| as an ordered integer key: the float32 bits with the sign cleared. NaN keys sort above inf,
+// so the unsigned max of the keys of a tile is its NaN-propagating amax (as bits), in any order.
+FP8RL_HD uint32_t amax_key(float x) { return fp8_f32_bits_(x) & 0x7fffffffu; }
 
 // One quantization problem: the source matrix, its dtype and the scale rule.
 struct QuantDesc {
