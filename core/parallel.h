@@ -15,4 +15,12 @@ namespace fp8rl {
 void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
                   int64_t grain = 1);
 
+// Elements one chunk should touch so that it is worth a thread.
+inline constexpr int64_t kParallelGrainElems = 1 << 16;
+
+// Work items per parallel chunk when one item touches `elems` elements.
+inline int64_t grain_for(int64_t elems) {
+  return elems >= kParallelGrainElems ? 1 : kParallelGrainElems / (elems > 0 ? elems : 1);
+}
+
 }  // namespace fp8rl

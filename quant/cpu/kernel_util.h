@@ -16,13 +16,6 @@
 namespace fp8rl::quant_cpu {
 
 // Elements one parallel chunk should cover: below this a thread costs more than it saves.
-inline constexpr int64_t kGrainElems = 1 << 16;
-
-// Work items per parallel chunk when one item touches `elems` elements.
-inline int64_t grain_for(int64_t elems) {
-  return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, elems));
-}
-
 // Sources are float32 (float) or bfloat16 (uint16_t bits), converted to float32 exactly.
 inline float load_f32(float x) { return x; }
 inline float load_f32(uint16_t x) { return bf16_to_f32(x); }
