@@ -72,15 +72,15 @@ FP8RL_HD float e8m0_to_f32(uint8_t b) {
   return fp8_f32_from_bits_(uint32_t(b) << 23);
 }
 
-// float32 -> E8M0, rounding to the nearest power of two in the linear domain with ties away
-// from zero (a mantissa of at least half an exponent step rounds up), as ml_dtypes'
-// float8_e8m0fnu does. Zero, negatives, inf, NaN and values that round above 2^127 give 0xFF;
-// values below 2^-127 clamp to 0x00.
+// float32 -> E8M0 exactly as ml_dtypes' float8_e8m0fnu: a normal float rounds up to the next
+// power of two when its mantissa is at least half an exponent step (1.5 -> 2, 1.49 -> 1); a float32
+// subnormal above 2^-127 gives 2^-126 (code 1), 2^-127 and below give code 0. Zero, negatives, inf,
+// NaN and values that round above 2^127 give 0xFF.
 FP8RL_HD uint8_t f32_to_e8m0(float f) {
   const uint32_t u = fp8_f32_bits_(f);
   if ((u >> 31) || (u & 0x7fffffffu) == 0 || (u & 0x7f800000u) == 0x7f800000u) return kE8M0NaN;
   const uint32_t exp = u >> 23;
-  if (exp == 0) return (u & 0x7fffffu) >= 0x600000u ? 1 : 0;
+  if (exp == 0) return (u & 0x7fffffu) > 0x400000u ? 1 : 0;
   const uint32_t e = exp + ((u & 0x400000u) ? 1u : 0u);
   return e > 254u ? kE8M0NaN : uint8_t(e);
 }

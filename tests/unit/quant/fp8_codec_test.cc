@@ -106,6 +106,7 @@ TEST_CASE("E8M0 encode rounds to the nearest power of two, ties away", "[fp8][e8
   CHECK(f32_to_e8m0(std::ldexp(1.f, -127)) == 0);
   CHECK(f32_to_e8m0(std::ldexp(1.f, -130)) == 0);  // below 2^-127 clamps to 0x00
   CHECK(f32_to_e8m0(std::ldexp(1.5f, -127)) == 1);
+  CHECK(f32_to_e8m0(std::ldexp(1.25f, -127)) == 1);  // ml_dtypes: any subnormal above 2^-127
   for (float v : {0.f, -0.f, -1.f, kInf, -kInf, kNaN}) {
     INFO(v);
     CHECK(f32_to_e8m0(v) == kE8M0NaN);
