@@ -1,0 +1,283 @@
+// CUDA blockwise FP8: quantize (1x128 rowwise + columnwise in one pass, 128x128), dequantize,
+// and the 128x128 transpose. Twins of quant/cpu/block_quant.cc.
+#include "core/cuda/cuda_check.h"
+#include "core/status.h"
+#include "quant/cuda/block_quant_cuda.h"
+#include "quant/cuda/tile_quant.cuh"
+
+namespace fp8rl {
+namespace {
+
+using namespace cuda_detail;
+
+// --- dequantize: 16 payload bytes a thread -----------------------------------------------------
+
+template <bool k1x128>
+__device__ __forceinline__ float dq_scale(const float* s, int64_t rows, int64_t s_ld, int64_t r,
+                                          int64_t c) {
+  return k1x128 ? s[(c / kTile) * rows + r] : s[(r / kTile) * s_ld + c / kTile];
+}
+
+// Vectorised: cols % 16 == 0, q and out 16-byte aligned. Each thread converts kDqU chunks of 16
+// payload bytes whose loads are issued together.
+constexpr int kDqU = 2;
+
+template <bool k1x128, bool kBF16>
+__global__ void __launch_bounds__(256)
+    dequant_vec_kernel(const uint8_t* __restrict__ q, const float* __restrict__ s,
+                       void* __restrict__ out, int64_t rows, int64_t cols, int64_t s_ld,
+                       int64_t chunks) {
+  const int64_t cpr = cols / 16;
+  int64_t idx[kDqU];
+  uint4 raw[kDqU];
+  float scale[kDqU];
+#pragma unroll
+  for (int u = 0; u < kDqU; ++u) {
+    idx[u] = (int64_t(blockIdx.x) * kDqU + u) * blockDim.x + threadIdx.x;
+    if (idx[u] >= chunks) continue;
+    const int64_t r = idx[u] / cpr, c = (idx[u] % cpr) * 16;
+    scale[u] = dq_scale<k1x128>(s, rows, s_ld, r, c);
+    raw[u] = ld_stream16(q + idx[u] * 16);
+  }
+#pragma unroll
+  for (int u = 0; u < kDqU; ++u) {
+    if (idx[u] >= chunks) continue;
+    const uint32_t w[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+    float f[16];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t b2 = w[i / 2] >> (16 * (i % 2));
+      const float2 h = e4m3x2_to_f32x2(b2);
+      f[2 * i] = dequant_elem(h.x, b2 & 0xffu, scale[u]);
+      f[2 * i + 1] = dequant_elem(h.y, (b2 >> 8) & 0xffu, scale[u]);
+    }
+    if constexpr (kBF16) {
+      uint32_t o[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) o[i] = bf16x2_bits(f[2 * i], f[2 * i + 1]);
+      uint8_t* p = static_cast<uint8_t*>(out) + idx[u] * 32;
+      st_stream16(p, make_uint4(o[0], o[1], o[2], o[3]));
+      st_stream16(p + 16, make_uint4(o[4], o[5], o[6], o[7]));
+    } else {
+      uint8_t* p = static_cast<uint8_t*>(out) + idx[u] * 64;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        st_stream16(p + 16 * i,
+                    make_uint4(__float_as_uint(f[4 * i]), __float_as_uint(f[4 * i + 1]),
+                               __float_as_uint(f[4 * i + 2]), __float_as_uint(f[4 * i + 3])));
+    }
+  }
+}
+
+// Any shape and alignment: one element a thread.
+template <bool k1x128, bool kBF16>
+__global__ void __launch_bounds__(256)
+    dequant_elem_kernel(const uint8_t* q, const float* s, void* out, int64_t rows, int64_t cols,
+                        int64_t s_ld) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * cols) return;
+  const int64_t r = idx / cols, c = idx % cols;
+  const float f = mul_x86(e4m3_byte_to_f32(q[idx]), dq_scale<k1x128>(s, rows, s_ld, r, c));
+  if constexpr (kBF16)
+    static_cast<uint16_t*>(out)[idx] = uint16_t(f32_to_bf16_bits(f));
+  else
+    static_cast<float*>(out)[idx] = f;
+}
+
+template <bool k1x128, bool kBF16>
+cudaError_t launch_dequant(const QuantDesc& d, const uint8_t* q, const float* s, void* out,
+                           int64_t s_ld, cudaStream_t stream) {
+  const int64_t n = d.rows * d.cols;
+  const bool vec = d.cols % 16 == 0 && aligned16_host(q) && aligned16_host(out);
+  if (vec) {
+    const int64_t chunks = n / 16;
+    dequant_vec_kernel<k1x128, kBF16>
+        <<<unsigned((chunks + 256 * kDqU - 1) / (256 * kDqU)), 256, 0, stream>>>(
+            q, s, out, d.rows, d.cols, s_ld, chunks);
+  } else {
+    dequant_elem_kernel<k1x128, kBF16>
+        <<<unsigned((n + 255) / 256), 256, 0, stream>>>(q, s, out, d.rows, d.cols, s_ld);
+  }
+  return cudaGetLastError();
+}
+
+// --- transpose of a 128x128-quantized matrix: one 128x128 byte tile a CTA ---------------------
+
+__global__ void __launch_bounds__(256)
+    transpose_128x128_kernel(const uint8_t* __restrict__ q, const float* __restrict__ s,
+                             uint8_t* __restrict__ qt, float* __restrict__ st, int64_t rows,
+                             int64_t cols, int64_t s_ld, bool vec_ok) {
+  __shared__ uint4 tile[kTile * 8];  // 128 rows x 8 chunks, chunk index ^ ((row >> 4) & 7)
+  const int64_t col_tiles = (cols + kTile - 1) / kTile, row_tiles = (rows + kTile - 1) / kTile;
+  const int64_t rt = int64_t(blockIdx.x) / col_tiles, ct = int64_t(blockIdx.x) % col_tiles;
+  const int64_t r0 = rt * kTile, c0 = ct * kTile;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const bool full = vec_ok && r0 + kTile <= rows && c0 + kTile <= cols;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int row = i * 32 + t / 8, cc = t % 8;
+    const int64_t r = r0 + row, c = c0 + cc * 16;
+    tile[row * 8 + (cc ^ ((row >> 4) & 7))] =
+        full ? ld_stream16(q + r * cols + c) : gather_chunk<1>(q, rows, cols, r, c);
+  }
+  if (t == 0) st[ct * row_tiles + rt] = s[rt * s_ld + ct];
+  __syncthreads();
+  const uint32_t* sw = reinterpret_cast<const uint32_t*>(tile);
+  const int k = lane & 7, w = warp * 4 + (lane >> 3);
+  uint32_t wd[16];
+#pragma unroll
+  for (int rr = 0; rr < 16; ++rr) wd[rr] = sw[(16 * k + rr) * 32 + (((w >> 2) ^ k) << 2) + (w & 3)];
+  const int64_t r = r0 + 16 * k;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    uint32_t b[4];
+    const uint32_t sel = uint32_t(e) | (uint32_t(e + 4) << 4);  // byte e of x, byte e of y
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t lo = __byte_perm(wd[4 * j], wd[4 * j + 1], sel);
+      const uint32_t hi = __byte_perm(wd[4 * j + 2], wd[4 * j + 3], sel);
+      b[j] = __byte_perm(lo, hi, 0x5410);
+    }
+    const int64_t c = c0 + 4 * w + e;
+    if (full) {
+      st_stream16(qt + c * rows + r, make_uint4(b[0], b[1], b[2], b[3]));
+    } else if (c < cols) {
+#pragma unroll
+      for (int rr = 0; rr < 16; ++rr)
+        if (r + rr < rows) qt[c * rows + r + rr] = uint8_t(b[rr / 4] >> (8 * (rr % 4)));
+    }
+  }
+}
+
+// InvalidArgument for a null buffer, or one not aligned to its element size (`align` bytes).
+absl::Status require_ptr(const void* p, const char* name, const QuantDesc& d, size_t align = 1) {
+  if (p == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat(name, " is null for ", d.to_string()));
+  if (!aligned_to_host(p, align))
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be aligned to its element size (",
+                                                   align, " bytes) for ", d.to_string()));
+  return absl::OkStatus();
+}
+
+TileArgs tile_args(const QuantDesc& d, const void* x) {
+  TileArgs a;
+  a.x = x;
+  a.rows = d.rows;
+  a.cols = d.cols;
+  a.amax_eps = d.scale.amax_eps;
+  a.power_2 = d.scale.power_2;
+  a.value_for_inf = d.value_for_inf();
+  return a;
+}
+
+template <int kMode>
+cudaError_t launch_by_src(DType src, const TileArgs& a, cudaStream_t stream) {
+  return src == DType::kF32 ? launch_tile_quant<LoadF32, kMode>(a, stream)
+                            : launch_tile_quant<LoadBF16, kMode>(a, stream);
+}
+
+}  // namespace
+
+QuantTuning& quant_tuning() {
+  static QuantTuning* t = new QuantTuning();  // never destroyed: launches may run at exit
+  return *t;
+}
+
+absl::Status quantize_1x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, float* scale_inv,
+                                 uint8_t* q_t, float* scale_inv_t, cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(x, "x", d, dtype_size(d.src_dtype)));
+  if (d.rowwise) {
+    FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
+    FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
+  }
+  if (d.columnwise) {
+    FP8RL_RETURN_IF_ERROR(require_ptr(q_t, "q_t", d));
+    FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv_t, "scale_inv_t", d, 4));
+  }
+  TileArgs a = tile_args(d, x);
+  a.q = q;
+  a.s = scale_inv;
+  a.qt = q_t;
+  a.st = scale_inv_t;
+  a.vec_ok = aligned16_host(x) && d.cols % 16 == 0 && (!d.rowwise || aligned16_host(q)) &&
+             (!d.columnwise || (aligned16_host(q_t) && d.rows % 16 == 0));
+  cudaError_t err;
+  if (d.rowwise && d.columnwise)
+    err = launch_by_src<kRow | kCol>(d.src_dtype, a, stream);
+  else if (d.rowwise)
+    err = launch_by_src<kRow>(d.src_dtype, a, stream);
+  else
+    err = launch_by_src<kCol>(d.src_dtype, a, stream);
+  return annotate(cuda_status(err, "tile_quant_kernel launch", __FILE__, __LINE__), d.to_string());
+}
+
+absl::Status quantize_128x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, float* scale_inv,
+                                   cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(x, "x", d, dtype_size(d.src_dtype)));
+  FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
+  FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
+  TileArgs a = tile_args(d, x);
+  a.q = q;
+  a.s = scale_inv;
+  a.s_ld = d.block_scale_ld();
+  a.vec_ok = aligned16_host(x) && aligned16_host(q) && d.cols % 16 == 0;
+  const cudaError_t err = launch_by_src<kBlock>(d.src_dtype, a, stream);
+  return annotate(cuda_status(err, "tile_quant_kernel launch", __FILE__, __LINE__), d.to_string());
+}
+
+absl::Status dequantize_1x128_cuda(const QuantDesc& d, const uint8_t* q, const float* scale_inv,
+                                   void* out, DType out_dtype, cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  FP8RL_REQUIRE(out_dtype == DType::kF32 || out_dtype == DType::kBF16,
+                "dequantize_1x128_cuda: out_dtype must be float32 or bfloat16, got ",
+                std::string(dtype_name(out_dtype)));
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
+  FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
+  FP8RL_RETURN_IF_ERROR(require_ptr(out, "out", d, dtype_size(out_dtype)));
+  const cudaError_t err = out_dtype == DType::kBF16
+                              ? launch_dequant<true, true>(d, q, scale_inv, out, 0, stream)
+                              : launch_dequant<true, false>(d, q, scale_inv, out, 0, stream);
+  return annotate(cuda_status(err, "dequant kernel launch", __FILE__, __LINE__), d.to_string());
+}
+
+absl::Status dequantize_128x128_cuda(const QuantDesc& d, const uint8_t* q, const float* scale_inv,
+                                     void* out, DType out_dtype, cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  FP8RL_REQUIRE(out_dtype == DType::kF32 || out_dtype == DType::kBF16,
+                "dequantize_128x128_cuda: out_dtype must be float32 or bfloat16, got ",
+                std::string(dtype_name(out_dtype)));
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
+  FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
+  FP8RL_RETURN_IF_ERROR(require_ptr(out, "out", d, dtype_size(out_dtype)));
+  const int64_t ld = d.block_scale_ld();
+  const cudaError_t err = out_dtype == DType::kBF16
+                              ? launch_dequant<false, true>(d, q, scale_inv, out, ld, stream)
+                              : launch_dequant<false, false>(d, q, scale_inv, out, ld, stream);
+  return annotate(cuda_status(err, "dequant kernel launch", __FILE__, __LINE__), d.to_string());
+}
+
+absl::Status transpose_128x128_cuda(const QuantDesc& d, const uint8_t* q, const float* scale_inv,
+                                    uint8_t* q_t, float* scale_inv_t, cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
+  FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
+  FP8RL_RETURN_IF_ERROR(require_ptr(q_t, "q_t", d));
+  FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv_t, "scale_inv_t", d, 4));
+  const int64_t tiles = d.row_tiles() * d.col_tiles();
+  const bool vec_ok =
+      aligned16_host(q) && aligned16_host(q_t) && d.cols % 16 == 0 && d.rows % 16 == 0;
+  transpose_128x128_kernel<<<unsigned(tiles), 256, 0, stream>>>(
+      q, scale_inv, q_t, scale_inv_t, d.rows, d.cols, d.block_scale_ld(), vec_ok);
+  return annotate(
+      cuda_status(cudaGetLastError(), "transpose_128x128_kernel launch", __FILE__, __LINE__),
+      d.to_string());
+}
+
+}  // namespace fp8rl

@@ -1,0 +1,41 @@
+// CUDA twins of quant/block_quant.h: blockwise FP8 quantize, dequantize and transpose on the
+// device. Same QuantDesc, same layouts, same bytes as the *_cpu functions.
+//
+// Every launcher validates the desc (InvalidArgument naming the field), enqueues on `stream` and
+// returns without synchronising; launch errors come back as Internal. Pointers are device
+// pointers; any alignment works (16-byte aligned buffers with cols % 16 == 0 take the vectorised
+// path, other shapes a per-element path with the same results).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "quant/block_quant.h"
+
+namespace fp8rl {
+
+// 1x128 tiles: rowwise (q, scale_inv) and/or columnwise (q_t, scale_inv_t) copies, as asked by
+// desc.rowwise / desc.columnwise, from one read of x. Buffers of copies not asked may be null.
+absl::Status quantize_1x128_cuda(const QuantDesc& desc, const void* x, uint8_t* q, float* scale_inv,
+                                 uint8_t* q_t, float* scale_inv_t, cudaStream_t stream);
+
+// 128x128 blocks; scale_inv rows are desc.block_scale_ld() floats apart (padding left untouched).
+absl::Status quantize_128x128_cuda(const QuantDesc& desc, const void* x, uint8_t* q,
+                                   float* scale_inv, cudaStream_t stream);
+
+// out = e4m3(q) * scale_inv as out_dtype (kF32 or kBF16). dequantize_1x128 reads the rowwise
+// layout.
+absl::Status dequantize_1x128_cuda(const QuantDesc& desc, const uint8_t* q, const float* scale_inv,
+                                   void* out, DType out_dtype, cudaStream_t stream);
+absl::Status dequantize_128x128_cuda(const QuantDesc& desc, const uint8_t* q,
+                                     const float* scale_inv, void* out, DType out_dtype,
+                                     cudaStream_t stream);
+
+// Columnwise copy of a 128x128-quantized matrix: q_t [cols, rows], scale_inv_t
+// [ceil(cols/128), ceil(rows/128)] compact (the dgrad operand).
+absl::Status transpose_128x128_cuda(const QuantDesc& desc, const uint8_t* q, const float* scale_inv,
+                                    uint8_t* q_t, float* scale_inv_t, cudaStream_t stream);
+
+}  // namespace fp8rl

@@ -1,0 +1,438 @@
+// The 128x128-tile quantization kernel shared by quantize_1x128/128x128 and the fused weight
+// export: one CTA of 256 threads loads one 128x128 tile of the source (16-byte loads, 64 elements a
+// thread), then produces any of
+//   kRow   1x128 rowwise tiles     (row amax over 128/V lanes by shuffles, quantize from registers)
+//   kCol   1x128 columnwise tiles  (the raw tile goes through swizzled shared memory; each thread
+//                                   owns 16 consecutive rows of one column and stores 16 bytes of
+//                                   the transposed copy)
+//   kBlock one 128x128 block       (CTA-wide amax)
+// A source "loader" turns 16 raw bytes into V floats: plain f32/bf16, or the export loaders that
+// dequantize FP8 and/or round to bf16 on the way in.
+#pragma once
+
+#include "quant/cuda/device_numerics.cuh"
+#include "quant/cuda/quant_tuning.h"
+
+namespace fp8rl::cuda_detail {
+
+enum TileMode : int { kRow = 1, kCol = 2, kBlock = 4 };
+
+struct TileArgs {
+  const void* x = nullptr;
+  int64_t rows = 0, cols = 0;
+  uint8_t* q = nullptr;          // kRow / kBlock payload [rows, cols]
+  float* s = nullptr;            // kRow: [col_tiles, rows]; kBlock: [row_tiles, s_ld]
+  uint8_t* qt = nullptr;         // kCol payload [cols, rows]
+  float* st = nullptr;           // kCol scales [row_tiles, cols]
+  int64_t s_ld = 0;              // kBlock scale row stride
+  const float* src_s = nullptr;  // FP8 source: 128x128 scale_inv
+  int64_t src_s_ld = 0;
+  float amax_eps = 0.f;
+  float value_for_inf = 0.f;
+  bool power_2 = true;
+  bool vec_ok = false;  // x, q, qt 16-byte aligned, cols % 16 == 0, (kCol) rows % 16 == 0
+};
+
+// --- loaders: kBytes per source element, V = 16 / kBytes elements per 16-byte chunk ----------
+// decode() turns one raw chunk into V floats; elem() one 2- or 4-byte element (columnwise pass).
+
+// raw_amax_ok()/raw_amax_key(): a loader that can read a chunk's amax key off the raw bytes says
+// so; the others decode.
+struct NoRawAmax {
+  __device__ bool raw_amax_ok() const { return false; }
+  __device__ uint32_t raw_amax_key(const uint4&) const { return 0; }
+};
+
+struct LoadF32 : NoRawAmax {
+  static constexpr int kBytes = 4;
+  __device__ LoadF32(const TileArgs&, int64_t, int64_t) {}
+  __device__ float elem(uint32_t bits) const { return __uint_as_float(bits); }
+  __device__ void decode(const uint4& c, float* o, bool) const {
+    o[0] = __uint_as_float(c.x), o[1] = __uint_as_float(c.y);
+    o[2] = __uint_as_float(c.z), o[3] = __uint_as_float(c.w);
+  }
+};
+struct LoadBF16 : NoRawAmax {
+  static constexpr int kBytes = 2;
+  __device__ LoadBF16(const TileArgs&, int64_t, int64_t) {}
+  __device__ float elem(uint32_t bits) const { return bf16_bits_to_f32(bits); }
+  __device__ void decode(const uint4& c, float* o, bool) const {
+    const uint32_t w[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o[2 * i] = __uint_as_float(w[i] << 16);
+      o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+};
+// f32 master weights rounded to bf16 (export). Rounding is monotone, so the block amax is the
+// rounded amax of the raw f32 keys (a NaN key stays NaN: the scale is 1 either way).
+struct LoadF32AsBF16 {
+  static constexpr int kBytes = 4;
+  __device__ LoadF32AsBF16(const TileArgs&, int64_t, int64_t) {}
+  __device__ float elem(uint32_t bits) const { return round_to_bf16(__uint_as_float(bits)); }
+  __device__ void decode(const uint4& c, float* o, bool may_nan) const {
+    const uint32_t lo = may_nan ? bf16x2_bits(__uint_as_float(c.x), __uint_as_float(c.y))
+                                : bf16x2_bits_nonan(__uint_as_float(c.x), __uint_as_float(c.y));
+    const uint32_t hi = may_nan ? bf16x2_bits(__uint_as_float(c.z), __uint_as_float(c.w))
+                                : bf16x2_bits_nonan(__uint_as_float(c.z), __uint_as_float(c.w));
+    o[0] = __uint_as_float(lo << 16), o[1] = __uint_as_float(lo & 0xffff0000u);
+    o[2] = __uint_as_float(hi << 16), o[3] = __uint_as_float(hi & 0xffff0000u);
+  }
+  __device__ bool raw_amax_ok() const { return true; }
+  __device__ uint32_t raw_amax_key(const uint4& c) const {
+    const uint32_t k =
+        max(max(c.x & 0x7fffffffu, c.y & 0x7fffffffu), max(c.z & 0x7fffffffu, c.w & 0x7fffffffu));
+    return k > 0x7f800000u ? 0x7fc00000u : (f32_to_bf16_bits(__uint_as_float(k)) << 16);
+  }
+};
+// FP8 with 128x128 scale_inv, dequantized and rounded to bf16 (export). The tile is one source
+// block, so one scale serves the whole CTA.
+struct LoadFP8AsBF16 {
+  static constexpr int kBytes = 1;
+  float s;
+  __device__ LoadFP8AsBF16(const TileArgs& a, int64_t rt, int64_t ct)
+      : s(a.src_s[rt * a.src_s_ld + ct]) {}
+  __device__ float elem(uint32_t bits) const {
+    return round_to_bf16(mul_x86(e4m3_byte_to_f32(bits), s));
+  }
+  // For a finite s, key(bf16(e4m3(b) * s)) depends on b only through b & 0x7F and does not
+  // decrease with it (scaling by |s| and rounding are monotone); 0x7F is NaN, whose key
+  // (0x7FC00000) is above every other. So the largest b & 0x7F of a chunk gives its amax key.
+  __device__ bool raw_amax_ok() const { return (__float_as_uint(s) & 0x7f800000u) != 0x7f800000u; }
+  __device__ uint32_t raw_amax_key(const uint4& c) const {
+    const uint32_t m4 = __vmaxu4(__vmaxu4(c.x & 0x7f7f7f7fu, c.y & 0x7f7f7f7fu),
+                                 __vmaxu4(c.z & 0x7f7f7f7fu, c.w & 0x7f7f7f7fu));
+    const uint32_t m2 = __vmaxu4(m4, m4 >> 16);
+    const uint32_t m = max(m2 & 0xffu, (m2 >> 8) & 0xffu);
+    if (m == 0x7fu) return 0x7fc00000u;
+    return amax_key(round_to_bf16(mul_x86(e4m3_byte_to_f32(m), s)));
+  }
+  // may_nan false: no NaN byte in the tile and a finite scale, so no product is NaN.
+  __device__ void decode(const uint4& c, float* o, bool may_nan) const {
+    const uint32_t w[4] = {c.x, c.y, c.z, c.w};
+    const bool slow = may_nan || !raw_amax_ok();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t b2 = w[i] >> (16 * h);
+        const float2 f = e4m3x2_to_f32x2(b2);
+        uint32_t r;
+        if (slow) {
+          r = bf16x2_bits(dequant_elem(f.x, b2 & 0xffu, s),
+                          dequant_elem(f.y, (b2 >> 8) & 0xffu, s));
+        } else {
+          r = bf16x2_bits_nonan(__fmul_rn(f.x, s), __fmul_rn(f.y, s));
+        }
+        o[4 * i + 2 * h] = __uint_as_float(r << 16);
+        o[4 * i + 2 * h + 1] = __uint_as_float(r & 0xffff0000u);
+      }
+    }
+  }
+};
+
+// Gathers a chunk element by element (edge tiles): elements outside [rows, cols] read as +0.
+template <int kBytes>
+__device__ __forceinline__ uint4 gather_chunk(const uint8_t* x, int64_t rows, int64_t cols,
+                                              int64_t r, int64_t c) {
+  uint32_t w[4] = {0, 0, 0, 0};
+  constexpr int V = 16 / kBytes;
+  constexpr int per_word = 4 / kBytes;
+  if (r < rows) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      if (c + e < cols) {
+        const uint8_t* p = x + (r * cols + c + e) * kBytes;
+        uint32_t bits;
+        if constexpr (kBytes == 4)
+          bits = *reinterpret_cast<const uint32_t*>(p);
+        else if constexpr (kBytes == 2)
+          bits = *reinterpret_cast<const uint16_t*>(p);
+        else
+          bits = *p;
+        w[e / per_word] |= bits << (8 * kBytes * (e % per_word));
+      }
+    }
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// e4m3(v[i] * scale) for N floats (N a multiple of 4), element 0 in the lowest byte.
+// may_nan: the tile's amax key is NaN (only then can an element be NaN).
+template <int N>
+__device__ __forceinline__ void quantize_run(const float* v, float scale, uint32_t* out,
+                                             bool may_nan) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i)
+    out[i] = e4m3x2_scaled(v[4 * i], v[4 * i + 1], scale, may_nan) |
+             (e4m3x2_scaled(v[4 * i + 2], v[4 * i + 3], scale, may_nan) << 16);
+}
+__device__ __forceinline__ bool key_is_nan(uint32_t key) { return key > 0x7f800000u; }
+
+// Stores V payload bytes of one row chunk: one vector store on the fast path, else byte by byte
+// inside [rows, cols].
+template <int V>
+__device__ __forceinline__ void store_row_bytes(uint8_t* q, const uint32_t* b, bool full,
+                                                int64_t rows, int64_t cols, int64_t r, int64_t c) {
+  if (full) {
+    uint8_t* p = q + r * cols + c;
+    if constexpr (V == 16)
+      st_stream16(p, make_uint4(b[0], b[1], b[2], b[3]));
+    else if constexpr (V == 8)
+      *reinterpret_cast<uint2*>(p) = make_uint2(b[0], b[1]);
+    else
+      *reinterpret_cast<uint32_t*>(p) = b[0];
+    return;
+  }
+  if (r >= rows) return;
+#pragma unroll
+  for (int e = 0; e < V; ++e)
+    if (c + e < cols) q[r * cols + c + e] = uint8_t(b[e / 4] >> (8 * (e % 4)));
+}
+
+__device__ __forceinline__ float scale_from_amax(uint32_t key, const TileArgs& a) {
+  return compute_scale_from_amax(amax_value(key), kE4M3Max, a.power_2, a.amax_eps, a.value_for_inf);
+}
+
+// The scale and its inverse (what is stored), as compute_scale_from_amax and 1.0f / scale give
+// them, without the two IEEE divisions in the common power-of-2 case: the exponent of
+// RN(448 / amax) is that of the approximate quotient (__fdividef, <= 2 ulp, for amax in
+// [2^-100, 2^126)) unless the quotient is within 64 ulp of a power of two; then, and for FP32
+// scales, 0, inf and NaN, the exact path runs.
+__device__ __forceinline__ float scale_and_inverse(uint32_t key, const TileArgs& a, float* inv) {
+  if (a.power_2 && key < 0x7f800000u) {
+    float amax = amax_value(key);
+    if (amax < a.amax_eps) amax = a.amax_eps;
+    if (amax >= 0x1p-100f && amax < 0x1p126f) {
+      const uint32_t qb = __float_as_uint(__fdividef(kE4M3Max, amax));
+      const uint32_t m = qb & 0x7fffffu, e = qb >> 23;
+      if (m > 64u && m < 0x7fffffu - 64u && e >= 1u && e <= 253u) {
+        *inv = __uint_as_float((254u - e) << 23);
+        return __uint_as_float(e << 23);
+      }
+    }
+  }
+  const float scale = scale_from_amax(key, a);
+  *inv = 1.0f / scale;
+  return scale;
+}
+
+// cp.async: 16 bytes global -> shared without a register round trip (L2 only, .cg).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Threads per CTA: 512 for 4-byte sources (8 chunks a thread), 256 otherwise (8 or 4 chunks).
+template <class L>
+inline constexpr int kTileThreads = L::kBytes == 4 ? 512 : 256;
+// CTAs per SM the register cap is set for (the shared-memory stages allow as many).
+template <class L>
+inline constexpr int kTileMinCtas = L::kBytes == 4   ? 1
+                                    : L::kBytes == 2 ? 3
+                                                     : 4;
+// Shared memory: two stages of one 128x128 source tile.
+template <class L>
+inline constexpr size_t kTileSmem = 2 * size_t(kTile) * kTile* L::kBytes;
+
+// Persistent, two-stage pipeline: CTA b handles tiles b, b + gridDim.x, ...; while it works on
+// one tile (from shared memory), the next one is already on its way in by cp.async, so the SM
+// always has loads in flight and few registers are needed. A tile lives in shared memory as 128
+// rows of CPR 16-byte chunks, chunk cc of row r at r * CPR + (cc ^ ((r >> 4) & 7)): conflict-free
+// for 16-byte row accesses and for the column pass's 4-byte column reads.
+template <class L, int kMode>
+__global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
+    tile_quant_kernel(const TileArgs a) {
+  constexpr int kThreads = kTileThreads<L>;
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kB = L::kBytes;
+  constexpr int V = 16 / kB;                  // elements per chunk
+  constexpr int CPR = kTile / V;              // chunks per tile row (8, 16 or 32 lanes)
+  constexpr int NI = kTile * CPR / kThreads;  // chunks per thread
+  constexpr int RPI = kThreads / CPR;         // tile rows per iteration
+  constexpr int kStage = kTile * CPR;         // chunks per stage
+  static_assert(!(kMode & kCol) || kB >= 2, "columnwise needs a 2- or 4-byte source");
+  extern __shared__ uint4 smem[];
+  __shared__ uint32_t red[kWarps];
+
+  const int64_t col_tiles = (a.cols + kTile - 1) / kTile;
+  const int64_t tiles = ((a.rows + kTile - 1) / kTile) * col_tiles;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int cc = t % CPR, rb = t / CPR;
+  const uint8_t* x = static_cast<const uint8_t*>(a.x);
+  auto chunk_of = [&](int row) { return row * CPR + (cc ^ ((row >> 4) & 7)); };
+
+  // Starts bringing tile `tile` into stage `stage` (edge tiles: element loads, zero-filled).
+  auto issue = [&](int64_t tile, int stage) {
+    const int64_t rt = tile / col_tiles, ct = tile % col_tiles;
+    const int64_t r0 = rt * kTile, c0 = ct * kTile;
+    const bool full = a.vec_ok && r0 + kTile <= a.rows && c0 + kTile <= a.cols;
+    uint4* st = smem + stage * kStage;
+#pragma unroll
+    for (int i = 0; i < NI; ++i) {
+      const int row = i * RPI + rb;
+      const int64_t r = r0 + row, c = c0 + cc * V;
+      if (full)
+        cp_async16(st + chunk_of(row), x + (r * a.cols + c) * kB);
+      else
+        st[chunk_of(row)] = gather_chunk<kB>(x, a.rows, a.cols, r, c);
+    }
+    cp_async_commit();
+  };
+
+  int64_t tile = blockIdx.x;
+  if (tile < tiles) issue(tile, 0);
+  for (int stage = 0; tile < tiles; tile += gridDim.x, stage ^= 1) {
+    if (tile + gridDim.x < tiles) {
+      issue(tile + gridDim.x, stage ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // the stage's chunks (everyone's) have landed
+    const uint4* st = smem + stage * kStage;
+    const int64_t rt = tile / col_tiles, ct = tile % col_tiles;
+    const int64_t r0 = rt * kTile, c0 = ct * kTile;
+    const bool full = a.vec_ok && r0 + kTile <= a.rows && c0 + kTile <= a.cols;
+    const L load(a, rt, ct);
+
+    if constexpr ((kMode & kRow) != 0) {
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        float v[V];
+        load.decode(st[chunk_of(i * RPI + rb)], v, true);
+        uint32_t am = 0;
+#pragma unroll
+        for (int e = 0; e < V; ++e) am = amax_fold(am, v[e]);
+        am = group_amax<CPR>(am);
+        float inv;
+        const float scale = scale_and_inverse(am, a, &inv);
+        uint32_t b[V / 4];
+        quantize_run<V>(v, scale, b, key_is_nan(am));
+        const int64_t r = r0 + i * RPI + rb;
+        store_row_bytes<V>(a.q, b, full, a.rows, a.cols, r, c0 + cc * V);
+        if (cc == 0 && r < a.rows) a.s[ct * a.rows + r] = inv;
+      }
+    }
+
+    if constexpr ((kMode & kBlock) != 0) {
+      uint32_t am = 0;
+      if (load.raw_amax_ok()) {  // amax straight from the raw bytes (FP8 source)
+#pragma unroll
+        for (int i = 0; i < NI; ++i)
+          am = amax_merge(am, load.raw_amax_key(st[chunk_of(i * RPI + rb)]));
+      } else {
+#pragma unroll
+        for (int i = 0; i < NI; ++i) {
+          float v[V];
+          load.decode(st[chunk_of(i * RPI + rb)], v, true);
+#pragma unroll
+          for (int e = 0; e < V; ++e) am = amax_fold(am, v[e]);
+        }
+      }
+      am = group_amax<32>(am);
+      if (lane == 0) red[warp] = am;
+      __syncthreads();
+      am = red[0];
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) am = amax_merge(am, red[w]);
+      float inv;
+      const float scale = scale_and_inverse(am, a, &inv);
+      const bool may_nan = key_is_nan(am);
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        float v[V];
+        load.decode(st[chunk_of(i * RPI + rb)], v, may_nan);
+        uint32_t b[V / 4];
+        quantize_run<V>(v, scale, b, may_nan);
+        store_row_bytes<V>(a.q, b, full, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
+      }
+      if (t == 0) a.s[rt * a.s_ld + ct] = inv;
+    }
+
+    if constexpr ((kMode & kCol) != 0) {
+      constexpr int WPR = kTile * kB / 4;  // 4-byte words per tile row
+      constexpr int EPW = 4 / kB;          // elements per word
+      constexpr int WPI = kThreads / 8;    // words per pass (8 lanes, 16 rows each, per word)
+      const uint32_t* sw = reinterpret_cast<const uint32_t*>(st);
+      const int k = lane & 7;  // 16-row group
+#pragma unroll 1
+      for (int j = 0; j < WPR / WPI; ++j) {
+        const int w = j * WPI + (t >> 3);  // lanes 8q..8q+7 of a warp: one word, 4 per warp
+        uint32_t wd[16];
+#pragma unroll
+        for (int rr = 0; rr < 16; ++rr) {
+          const int row = 16 * k + rr;  // (row >> 4) & 7 == k
+          wd[rr] = sw[row * WPR + (((w >> 2) ^ k) << 2) + (w & 3)];
+        }
+#pragma unroll
+        for (int e = 0; e < EPW; ++e) {
+          float cv[16];
+          uint32_t am = 0;
+#pragma unroll
+          for (int rr = 0; rr < 16; ++rr) {
+            cv[rr] = load.elem(kB == 4 ? wd[rr] : (wd[rr] >> (16 * e)) & 0xffffu);
+            am = amax_fold(am, cv[rr]);
+          }
+          am = group_amax<8>(am);
+          float inv;
+          const float scale = scale_and_inverse(am, a, &inv);
+          uint32_t b[4];
+          quantize_run<16>(cv, scale, b, key_is_nan(am));
+          const int64_t c = c0 + w * EPW + e;
+          const int64_t r = r0 + 16 * k;
+          if (full) {
+            st_stream16(a.qt + c * a.rows + r, make_uint4(b[0], b[1], b[2], b[3]));
+          } else if (c < a.cols) {
+#pragma unroll
+            for (int rr = 0; rr < 16; ++rr)
+              if (r + rr < a.rows) a.qt[c * a.rows + r + rr] = uint8_t(b[rr / 4] >> (8 * (rr % 4)));
+          }
+          if (k == 0 && c < a.cols) a.st[rt * a.cols + c] = inv;
+        }
+      }
+    }
+    __syncthreads();  // done with this stage (and `red`) before the next issue refills it
+  }
+}
+
+// Launches tile_quant_kernel<L, kMode> over every tile of a.rows x a.cols, as a persistent grid
+// (as many CTAs as fit on the device at once, never more than there are tiles) or one CTA per tile,
+// by quant_tuning().tile_policy.
+template <class L, int kMode>
+cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
+  const int64_t tiles = ((a.rows + kTile - 1) / kTile) * ((a.cols + kTile - 1) / kTile);
+  if (tiles == 0) return cudaSuccess;
+  constexpr int kThreads = kTileThreads<L>;
+  constexpr size_t smem = kTileSmem<L>;
+  // Per launch: the attribute belongs to the current device's context.
+  cudaError_t e = cudaFuncSetAttribute(tile_quant_kernel<L, kMode>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  int device = 0, sms = 0, per_sm = 0;
+  if (e == cudaSuccess) e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (e == cudaSuccess)
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tile_quant_kernel<L, kMode>,
+                                                      kThreads, smem);
+  if (e != cudaSuccess) return e;
+  const int64_t resident = int64_t(sms) * std::max(per_sm, 1);
+  // Measured (bench/NOTES.md): persistent wins for 4-byte sources (one 512-thread CTA per SM),
+  // one tile per CTA for 1- and 2-byte sources (3-4 CTAs per SM already overlap their phases).
+  const TilePolicy policy = quant_tuning().tile_policy.load(std::memory_order_relaxed);
+  const bool persistent =
+      policy == TilePolicy::kPersistent || (policy == TilePolicy::kAuto && L::kBytes == 4);
+  const int64_t grid =
+      persistent ? std::min<int64_t>(tiles, resident) : std::min<int64_t>(tiles, 0x7fffffff);
+  tile_quant_kernel<L, kMode><<<unsigned(grid), kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace fp8rl::cuda_detail

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The one script run on the GPU machine, from the repo root, with the bundle built here by
+# scripts/gpu_bundle.sh carried along:  run(carry=[".bundle"], command="bash tests/gpu/run.sh").
+# Runs every GPU test binary, compute-sanitizer memcheck on them (the exhaustive 2^32 sweeps
+# excluded), the torch._scaled_mm cross-check and the benchmarks; logs and JSON go to $OUT (at most
+# 7 files); a short table comes last.
+#   RUN_TESTS=0 RUN_SANITIZER=0 RUN_XCHECK=0 RUN_PARITY=0 RUN_BENCH=0 skip parts; BENCH_ARGS (default "all");
+#   RUN_NCU=1 profiles one launch (NCU_KERNEL regex, NCU_ONLY bench row) into ncu.log.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=.bundle
+OUT=${OUT:-/tmp/fp8rl_gpu_out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PYTHONUNBUFFERED=1
+SAN=/usr/local/cuda/bin/compute-sanitizer
+[ -x "$SAN" ] || SAN=$(command -v compute-sanitizer || echo "")
+
+declare -a names=() results=() secs=()
+step() {  # step NAME LOG CMD...: runs CMD, appends its output to LOG, records PASS/FAIL
+  local name=$1 log=$2
+  shift 2
+  local t0=$SECONDS
+  echo "=== $name: $*" | tee -a "$log"
+  "$@" >>"$log" 2>&1
+  local rc=$?
+  tail -n 4 "$log"
+  names+=("$name")
+  secs+=($((SECONDS - t0)))
+  if [ $rc -eq 0 ]; then results+=(PASS); elif [ $rc -eq 77 ]; then results+=(SKIP); else results+=("FAIL rc=$rc"); fi
+}
+
+{
+  echo "host: $(hostname) $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  echo "bundle: $(head -1 $B/MANIFEST 2>/dev/null)"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+  ls /usr/local/cuda/lib64/libcublasLt.so.* 2>/dev/null | head -3
+} | tee "$OUT/summary.txt"
+
+if [ "${RUN_TESTS:-1}" = 1 ]; then
+  for t in $B/bin/*_gpu_test; do
+    step "test $(basename "$t")" "$OUT/tests.log" timeout 300 "$t" --durations yes
+  done
+fi
+if [ "${RUN_SANITIZER:-1}" = 1 ]; then
+  if [ -n "$SAN" ]; then
+    for t in $B/bin/*_gpu_test; do
+      step "memcheck $(basename "$t")" "$OUT/sanitizer.log" timeout 300 "$SAN" --tool memcheck \
+        --error-exitcode 1 --print-limit 20 "$t" '~[exhaustive]'
+    done
+  else
+    names+=("memcheck"); results+=("FAIL: compute-sanitizer not found"); secs+=(0)
+  fi
+fi
+if [ "${RUN_XCHECK:-1}" = 1 ]; then
+  rm -rf /tmp/fp8rl_xcheck && mkdir -p /tmp/fp8rl_xcheck
+  step "gemm_xcheck (ours)" "$OUT/xcheck.log" $B/bin/gemm_xcheck /tmp/fp8rl_xcheck
+  step "torch._scaled_mm cross-check" "$OUT/xcheck.log" python3 tests/gpu/torch_xcheck.py \
+    /tmp/fp8rl_xcheck --json "$OUT/torch_xcheck.json"
+fi
+if [ "${RUN_PARITY:-1}" = 1 ]; then  # fp8rl's CPU decoder vs transformers (logits + gradients)
+  step "HF transformers parity (CPU decoder)" "$OUT/parity.log" env \
+    FP8RL_MODEL_PROBE="$PWD/$B/bin/fp8rl_model_probe" python3 -m pytest -q -p no:cacheprovider \
+    $B/tests/test_hf_parity.py
+fi
+if [ "${RUN_NCU:-0}" = 1 ]; then  # one launch of one tile kernel under Nsight Compute
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  step "ncu ${NCU_ONLY:-row+col}" "$OUT/ncu.log" timeout 240 "$NCU" --kernel-name-base demangled \
+    -k "regex:${NCU_KERNEL:-LoadBF16, \(int\)3>}" --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis $B/bin/bench_fp8 quant --only "${NCU_ONLY:-row+col}" \
+    --iters 2 --warmup 0 --json /tmp/ncu_bench.json
+fi
+if [ "${RUN_BENCH:-1}" = 1 ]; then
+  step "bench_fp8 ${BENCH_ARGS:-all}" "$OUT/bench.log" timeout 360 $B/bin/bench_fp8 ${BENCH_ARGS:-all} \
+    --json "$OUT/bench_fp8.json"
+fi
+
+{
+  echo
+  echo "== fp8rl GPU run =="
+  for i in "${!names[@]}"; do printf '%-46s %-14s %5ss\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"; done
+  if [ -f "$OUT/bench_fp8.json" ]; then
+    python3 - "$OUT/bench_fp8.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+print(f"-- bench ({j.get('device', '?')}) --")
+for r in j["rows"]:
+    if r["target"] > 0 or "baseline" in r["name"]:
+        flag = "" if r["target"] <= 0 else ("PASS" if r["meets_target"] else "MISS")
+        print(f"{r['name'][:40]:40s} {r['shape'][:20]:20s} {r['rate']:9.1f} {r['unit']:8s} x{r['ratio']:.3f} {flag}")
+EOF
+  fi
+  if [ -f "$OUT/torch_xcheck.json" ]; then
+    python3 - "$OUT/torch_xcheck.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for c in j["cases"]:
+    if "ours_vs_torch" in c:
+        v = "agree" if c["agree"] else ("TORCH WRONG" if c["torch_wrong"] else "DIFFER")
+        print(f"xcheck {c['name']:20s} ours~torch {c['ours_vs_torch']:.1e} bitwise {c['bitwise_equal_share']*100:5.1f}% "
+              f"ours~fp64 {c['ours_vs_fp64']:.1e} torch~fp64 {c['torch_vs_fp64']:.1e} {v} [{c['layout']}]")
+    else:
+        print(f"xcheck {c['name']:20s} torch refused: {c.get('torch_error', '')[:60]}")
+EOF
+  fi
+} | tee -a "$OUT/summary.txt"
+for r in "${results[@]}"; do [[ "$r" == PASS || "$r" == SKIP ]] || exit 1; done
+exit 0
