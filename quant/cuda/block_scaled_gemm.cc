@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -220,22 +221,68 @@ Problem fp8_problem(const GemmDesc& d, const void* a, const void* b, const void*
   return p;
 }
 
-// A 128x128 scale tensor in the layout BLK128x128 reads: rows padded to roundup(L, 4) floats,
-// 16-byte aligned. Returns `s` itself when it already is, else a zero-padded stream-ordered copy
-// in *tmp (freed by the caller on the same stream).
-absl::StatusOr<const float*> blk_scales(const float* s, int64_t rows, int64_t k, int64_t ld,
-                                        float** tmp, cudaStream_t stream) {
-  const int64_t L = ceil_div(k, kQuantBlock), L4 = round_up(L, 4);
-  if (ld == 0) ld = L;
-  if (ld == L4 && aligned16(s)) return s;
-  const int64_t rb = ceil_div(rows, kQuantBlock);
-  const size_t bytes = size_t(rb * L4) * sizeof(float);
-  FP8RL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(tmp), bytes, stream));
-  FP8RL_CUDA_CHECK(cudaMemsetAsync(*tmp, 0, bytes, stream));
-  FP8RL_CUDA_CHECK(cudaMemcpy2DAsync(*tmp, size_t(L4) * 4, s, size_t(ld) * 4, size_t(L) * 4,
-                                     size_t(rb), cudaMemcpyDeviceToDevice, stream));
-  return *tmp;
-}
+// The operands' scale pointers as cuBLASLt reads them. A 128x128 scale tensor must have rows
+// padded to roundup(L, 4) floats, 16-byte aligned; one that is not is copied (zero-padded,
+// stream-ordered) into a temporary freed on the same stream when this object dies. Move-only.
+class LtScales {
+ public:
+  static absl::StatusOr<LtScales> make(const GemmDesc& d, const float* a_scale_inv,
+                                       const float* b_scale_inv, cudaStream_t stream) {
+    LtScales s;
+    s.stream_ = stream;
+    s.a = a_scale_inv;
+    s.b = b_scale_inv;
+    if (d.a_tile == ScaleTile::k128x128) {
+      FP8RL_ASSIGN_OR_RETURN(s.a, s.padded(a_scale_inv, d.m, d.k, d.a_scale_ld, &s.tmp_a_));
+    }
+    if (d.b_tile == ScaleTile::k128x128) {
+      FP8RL_ASSIGN_OR_RETURN(s.b, s.padded(b_scale_inv, d.n, d.k, d.b_scale_ld, &s.tmp_b_));
+    }
+    return s;
+  }
+  LtScales(LtScales&& o) noexcept
+      : a(o.a),
+        b(o.b),
+        stream_(o.stream_),
+        tmp_a_(std::exchange(o.tmp_a_, nullptr)),
+        tmp_b_(std::exchange(o.tmp_b_, nullptr)) {}
+  LtScales& operator=(LtScales&&) = delete;
+  ~LtScales() {
+    if (tmp_a_) cudaFreeAsync(tmp_a_, stream_);
+    if (tmp_b_) cudaFreeAsync(tmp_b_, stream_);
+  }
+
+  // Points the plan's descriptor at these scales. cuBLAS's A is our B (row-major D = A.B^T is
+  // column-major D^T = B.A^T), hence the swap. Call with plan->mu held.
+  absl::Status bind(LtPlan& plan) const {
+    FP8RL_RETURN_IF_ERROR(
+        set_desc(plan.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(b)));
+    return set_desc(plan.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(a));
+  }
+
+  const float* a = nullptr;
+  const float* b = nullptr;
+
+ private:
+  LtScales() = default;
+  absl::StatusOr<const float*> padded(const float* s, int64_t rows, int64_t k, int64_t ld,
+                                      float** tmp) const {
+    const int64_t L = ceil_div(k, kQuantBlock), L4 = round_up(L, 4);
+    if (ld == 0) ld = L;
+    if (ld == L4 && aligned16(s)) return s;
+    const int64_t rb = ceil_div(rows, kQuantBlock);
+    const size_t bytes = size_t(rb * L4) * sizeof(float);
+    FP8RL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(tmp), bytes, stream_));
+    FP8RL_CUDA_CHECK(cudaMemsetAsync(*tmp, 0, bytes, stream_));
+    FP8RL_CUDA_CHECK(cudaMemcpy2DAsync(*tmp, size_t(L4) * 4, s, size_t(ld) * 4, size_t(L) * 4,
+                                       size_t(rb), cudaMemcpyDeviceToDevice, stream_));
+    return *tmp;
+  }
+
+  cudaStream_t stream_ = nullptr;
+  float* tmp_a_ = nullptr;
+  float* tmp_b_ = nullptr;
+};
 
 }  // namespace
 
@@ -316,27 +363,11 @@ absl::Status BlockScaledGemm::run(const GemmDesc& d, const uint8_t* a, const flo
   FP8RL_ASSIGN_OR_RETURN(LtPlan * plan, rt_->plans().get_or_create(p.key(), [&] {
     return make_plan(*rt_, p, a_scale_inv, b_scale_inv);
   }));
-  float* tmp_a = nullptr;
-  float* tmp_b = nullptr;
-  const float* sa = a_scale_inv;
-  const float* sb = b_scale_inv;
-  if (d.a_tile == ScaleTile::k128x128) {
-    FP8RL_ASSIGN_OR_RETURN(sa, blk_scales(a_scale_inv, d.m, d.k, d.a_scale_ld, &tmp_a, stream));
-  }
-  if (d.b_tile == ScaleTile::k128x128) {
-    FP8RL_ASSIGN_OR_RETURN(sb, blk_scales(b_scale_inv, d.n, d.k, d.b_scale_ld, &tmp_b, stream));
-  }
-  absl::Status st;
-  {
-    std::lock_guard<std::mutex> lock(plan->mu);
-    st = set_desc(plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(sb));
-    if (st.ok())
-      st = set_desc(plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(sa));
-    if (st.ok())
-      st = matmul(*rt_, *plan, plan->algo, plan->workspace_bytes, b, a, out, d.accumulate, stream);
-  }
-  if (tmp_a) cudaFreeAsync(tmp_a, stream);
-  if (tmp_b) cudaFreeAsync(tmp_b, stream);
+  FP8RL_ASSIGN_OR_RETURN(LtScales scales, LtScales::make(d, a_scale_inv, b_scale_inv, stream));
+  std::lock_guard<std::mutex> lock(plan->mu);
+  absl::Status st = scales.bind(*plan);
+  if (st.ok())
+    st = matmul(*rt_, *plan, plan->algo, plan->workspace_bytes, b, a, out, d.accumulate, stream);
   return annotate(st, d.to_string());
 }
 
@@ -352,34 +383,12 @@ absl::StatusOr<GemmAlgoInfo> BlockScaledGemm::autotune(const GemmDesc& d, const 
   FP8RL_ASSIGN_OR_RETURN(LtPlan * plan, rt_->plans().get_or_create(p.key(), [&] {
     return make_plan(*rt_, p, a_scale_inv, b_scale_inv);
   }));
-  float* tmp_a = nullptr;
-  float* tmp_b = nullptr;
-  const float* sa = a_scale_inv;
-  const float* sb = b_scale_inv;
-  if (d.a_tile == ScaleTile::k128x128) {
-    FP8RL_ASSIGN_OR_RETURN(sa, blk_scales(a_scale_inv, d.m, d.k, d.a_scale_ld, &tmp_a, stream));
-  }
-  if (d.b_tile == ScaleTile::k128x128) {
-    FP8RL_ASSIGN_OR_RETURN(sb, blk_scales(b_scale_inv, d.n, d.k, d.b_scale_ld, &tmp_b, stream));
-  }
-  absl::StatusOr<GemmAlgoInfo> info;
-  {
-    std::lock_guard<std::mutex> lock(plan->mu);
-    absl::Status st =
-        set_desc(plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(sb));
-    if (st.ok())
-      st = set_desc(plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(sa));
-    if (st.ok()) {
-      info = tune(*plan, stream, [&](const cublasLtMatmulAlgo_t& algo, size_t ws) {
-        return matmul(*rt_, *plan, algo, ws, b, a, out, false, stream);
-      });
-    } else {
-      info = st;
-    }
-  }
-  if (tmp_a) cudaFreeAsync(tmp_a, stream);
-  if (tmp_b) cudaFreeAsync(tmp_b, stream);
-  return info;
+  FP8RL_ASSIGN_OR_RETURN(LtScales scales, LtScales::make(d, a_scale_inv, b_scale_inv, stream));
+  std::lock_guard<std::mutex> lock(plan->mu);
+  FP8RL_RETURN_IF_ERROR(scales.bind(*plan));
+  return tune(*plan, stream, [&](const cublasLtMatmulAlgo_t& algo, size_t ws) {
+    return matmul(*rt_, *plan, algo, ws, b, a, out, false, stream);
+  });
 }
 
 namespace {

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "core/float8.h"
+#include "core/status.h"
 #include "quant/block_quant.h"
 #include "quant/gemm_ref.h"
 #include "quant/int4.h"
@@ -17,13 +18,7 @@
 namespace {
 
 int report(const absl::Status& s, char* err, int64_t err_len) {
-  if (err != nullptr && err_len > 0) {
-    const std::string msg(s.message());
-    const size_t n = std::min(msg.size(), size_t(err_len - 1));
-    std::memcpy(err, msg.data(), n);
-    err[n] = '\0';
-  }
-  return int(s.code());
+  return fp8rl::status_to_c(s, err, err_len);
 }
 
 fp8rl::QuantDesc quant_desc(int64_t rows, int64_t cols, int dtype, int power_2, float eps) {

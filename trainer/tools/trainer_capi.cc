@@ -12,18 +12,13 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "core/status.h"
 #include "trainer/losses.h"
 
 namespace {
 
 int report(const absl::Status& s, char* err, int64_t err_len) {
-  if (err != nullptr && err_len > 0) {
-    const std::string msg(s.message());
-    const size_t n = std::min(msg.size(), size_t(err_len - 1));
-    std::memcpy(err, msg.data(), n);
-    err[n] = '\0';
-  }
-  return int(s.code());
+  return fp8rl::status_to_c(s, err, err_len);
 }
 
 }  // namespace
