@@ -2,38 +2,23 @@
 // independence, FP8/BF16 against F32, loading (FP8 checkpoints included) and bad input.
 #include "model/decoder.h"
 
-#include <unistd.h>
-
-#include <atomic>
-#include <filesystem>
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
 #include "core/fs.h"
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "model/hf_convert.h"
 #include "model/tiny_model.h"
 #include "tests/catch.h"
+#include "tests/unit/core/test_util.h"
 #include "tests/unit/model/grad_check.h"
 
 using namespace fp8rl;
 using namespace fp8rl::test;
+using fp8rl::testing::TempDir;
 
 namespace {
-
-// A folder under the system temp dir, removed on destruction.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = (std::filesystem::temp_directory_path() /
-            absl::StrCat("fp8rl_decoder_test_", getpid(), "_", counter++))
-               .string();
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 ModelConfig small_config() {
   ModelConfig c = tiny_qwen3_config();
@@ -123,7 +108,7 @@ void check_model_gradients(Decoder& model) {
 
 TEST_CASE("decoder gradients match finite differences (qwen3)", "[model][decoder]") {
   TempDir dir;
-  Decoder model = make_decoder(small_config(), dir.path, 0.3);
+  Decoder model = make_decoder(small_config(), dir.file("ckpt"), 0.3);
   check_model_gradients(model);
 }
 
@@ -140,7 +125,7 @@ TEST_CASE("decoder gradients match finite differences (qwen2: biases, tied head)
 
 TEST_CASE("packed sequences do not see each other", "[model][decoder]") {
   TempDir dir;
-  Decoder model = make_decoder(small_config(), dir.path, 0.3);
+  Decoder model = make_decoder(small_config(), dir.file("ckpt"), 0.3);
   const std::vector<int32_t> a = {3, 17, 5, 22, 9}, c = {1, 0, 14};
   const PackedBatch packed = batch_of({c, a, c});
   auto fp = model.forward(packed, std::vector<int32_t>(packed.tokens.size(), -1));
@@ -166,7 +151,7 @@ TEST_CASE("fp8 and bf16 decoders track the f32 decoder", "[model][decoder]") {
   c.head_dim = 64;
   c.vocab_size = 300;
   TempDir dir;
-  Decoder model = make_decoder(c, dir.path, 0.05);
+  Decoder model = make_decoder(c, dir.file("ckpt"), 0.05);
   Rng rng(3);
   std::vector<int32_t> s1(40), s2(24);
   for (auto& t : s1) t = int32_t(rng.next_u64() % 300);
@@ -211,12 +196,12 @@ TEST_CASE("an FP8 blockwise checkpoint loads", "[model][decoder]") {
   c.head_dim = 64;
   c.dtype = DType::kBF16;
   TempDir bf16_dir, fp8_dir;
-  Decoder ref = make_decoder(c, bf16_dir.path, 0.05);
+  Decoder ref = make_decoder(c, bf16_dir.file("ckpt"), 0.05);
   ConvertOptions o;
-  o.model_dir = bf16_dir.path;
-  o.save_dir = fp8_dir.path;
+  o.model_dir = bf16_dir.file("ckpt");
+  o.save_dir = fp8_dir.file("ckpt");
   REQUIRE(convert_hf_checkpoint(o).ok());
-  auto fp8 = Decoder::load(fp8_dir.path);
+  auto fp8 = Decoder::load(fp8_dir.file("ckpt"));
   REQUIRE(fp8.ok());
   const PackedBatch b = batch_of({{1, 2, 3, 4, 5, 6}});
   const std::vector<int32_t> none(6, -1);
@@ -234,7 +219,7 @@ TEST_CASE("bad batches are rejected", "[model][decoder]") {
   ModelConfig c = small_config();
   c.max_position_embeddings = 6;
   TempDir dir;
-  Decoder model = make_decoder(c, dir.path, 0.3);
+  Decoder model = make_decoder(c, dir.file("ckpt"), 0.3);
   auto code = [&](const PackedBatch& b, std::vector<int32_t> targets) {
     return model.forward(b, targets).status();
   };
@@ -259,16 +244,16 @@ TEST_CASE("bad batches are rejected", "[model][decoder]") {
 TEST_CASE("checkpoints that do not match their config are rejected", "[model][decoder]") {
   const ModelConfig c = small_config();
   TempDir dir;
-  make_decoder(c, dir.path, 0.3);
+  make_decoder(c, dir.file("ckpt"), 0.3);
   auto rewrite_config = [&](const ModelConfig& changed) {
     FP8RL_CHECK_OK(
-        write_file_atomic(dir.path + "/config.json", model_config_to_json(changed).dump(2)));
+        write_file_atomic(dir.file("ckpt") + "/config.json", model_config_to_json(changed).dump(2)));
   };
   SECTION("wrong shape") {
     ModelConfig wide = c;
     wide.intermediate_size = 32;
     rewrite_config(wide);
-    const auto s = Decoder::load(dir.path).status();
+    const auto s = Decoder::load(dir.file("ckpt")).status();
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     INFO(s.message());
     CHECK(absl::StrContains(s.message(), "model.layers.0.mlp.gate_proj.weight"));
@@ -278,13 +263,13 @@ TEST_CASE("checkpoints that do not match their config are rejected", "[model][de
     ModelConfig deeper = c;
     deeper.num_hidden_layers = 3;
     rewrite_config(deeper);
-    const auto s = Decoder::load(dir.path).status();
+    const auto s = Decoder::load(dir.file("ckpt")).status();
     CHECK(s.code() == absl::StatusCode::kNotFound);
     INFO(s.message());
     CHECK(absl::StrContains(s.message(), "model.layers.2."));
   }
   SECTION("integer dtype") {
-    auto file = SafetensorsFile::open(dir.path + "/model.safetensors");
+    auto file = SafetensorsFile::open(dir.file("ckpt") + "/model.safetensors");
     REQUIRE(file.ok());
     std::vector<std::pair<std::string, Tensor>> tensors;
     for (const TensorInfo& t : (*file)->tensors()) {
@@ -294,8 +279,8 @@ TEST_CASE("checkpoints that do not match their config are rejected", "[model][de
           t.name, t.name == "model.norm.weight" ? Tensor::zeros(DType::kI32, t.shape) : x->clone());
     }
     file->reset();
-    REQUIRE(save_safetensors(dir.path + "/model.safetensors", tensors).ok());
-    const auto s = Decoder::load(dir.path).status();
+    REQUIRE(save_safetensors(dir.file("ckpt") + "/model.safetensors", tensors).ok());
+    const auto s = Decoder::load(dir.file("ckpt")).status();
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     INFO(s.message());
     CHECK(absl::StrContains(s.message(), "model.norm.weight"));
