@@ -20,20 +20,6 @@ using fp8rl::testing::TempDir;
 
 namespace {
 
-ModelConfig small_config() {
-  ModelConfig c = tiny_qwen3_config();
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 8;
-  c.vocab_size = 23;
-  c.max_position_embeddings = 64;
-  c.rope_theta = 10000.0;
-  c.dtype = DType::kF32;
-  return c;
-}
-
 // Writes a random checkpoint of `c` and loads it.
 Decoder make_decoder(const ModelConfig& c, const std::string& dir, double init_std,
                      const DecoderOptions& options = {}) {
@@ -246,8 +232,8 @@ TEST_CASE("checkpoints that do not match their config are rejected", "[model][de
   TempDir dir;
   make_decoder(c, dir.file("ckpt"), 0.3);
   auto rewrite_config = [&](const ModelConfig& changed) {
-    FP8RL_CHECK_OK(
-        write_file_atomic(dir.file("ckpt") + "/config.json", model_config_to_json(changed).dump(2)));
+    FP8RL_CHECK_OK(write_file_atomic(dir.file("ckpt") + "/config.json",
+                                     model_config_to_json(changed).dump(2)));
   };
   SECTION("wrong shape") {
     ModelConfig wide = c;

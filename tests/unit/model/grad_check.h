@@ -9,9 +9,25 @@
 #include <vector>
 
 #include "core/random.h"
+#include "model/tiny_model.h"
 #include "tests/catch.h"
 
 namespace fp8rl::test {
+
+// The tiny Qwen3 the model and trainer tests share: hidden 16, GQA 2/1 heads of 8, vocab 23, F32.
+inline ModelConfig small_config() {
+  ModelConfig c = tiny_qwen3_config();
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.head_dim = 8;
+  c.vocab_size = 23;
+  c.max_position_embeddings = 64;
+  c.rope_theta = 10000.0;
+  c.dtype = DType::kF32;
+  return c;
+}
 
 inline std::vector<float> random_vector(int64_t n, Rng& rng, double std = 1.0) {
   std::vector<float> v(static_cast<size_t>(n));

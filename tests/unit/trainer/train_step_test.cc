@@ -13,21 +13,16 @@
 #include "core/status.h"
 #include "model/tiny_model.h"
 #include "tests/catch.h"
+#include "tests/unit/model/grad_check.h"
 
 using namespace fp8rl;
 
 namespace {
 
+// The shared tiny model with a 32-token context (the bad-input cases send 40 tokens).
 ModelConfig small_config() {
-  ModelConfig c = tiny_qwen3_config();
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 8;
-  c.vocab_size = 23;
+  ModelConfig c = test::small_config();
   c.max_position_embeddings = 32;
-  c.dtype = DType::kF32;
   return c;
 }
 
