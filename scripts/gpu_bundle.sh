@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the CUDA targets here and bundles what the GPU machine needs into .bundle/ (git-ignored):
-# bin/ the GPU test binaries, gemm_xcheck, bench_fp8, fp8rl and fp8rl_model_probe, stripped; lib/ every
+# Builds the CUDA targets here and bundles what the GPU machine needs into .bundle/ (git-ignored;
+# BUNDLE=.bundle-NAME picks another folder, so that several bundles can be prepared side by side):
+# bin/ every *_gpu_test binary, the bench_* binaries, gemm_xcheck, fp8rl and fp8rl_model_probe
+# (plus EXTRA_TARGETS), stripped; lib/ every
 # shared library they load that the GPU machine lacks (Abseil, gRPC, protobuf, spdlog, fmt, ...:
 # everything except glibc, libstdc++/libgcc and the CUDA libraries, which it has); tests/ the
 # Python scripts. tests/gpu/run.sh runs it there:  run(carry=[".bundle"], "bash tests/gpu/run.sh").
@@ -9,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
-out=.bundle
+out=${BUNDLE:-.bundle}
+[[ "$out" == .bundle* ]] || { echo "gpu_bundle: BUNDLE must be .bundle or .bundle-NAME" >&2; exit 1; }
 max_mib=40
 
 if [ ! -f "$build/build.ninja" ]; then
@@ -20,15 +23,16 @@ grep -q 'FP8RL_CUDA:BOOL=ON' "$build/CMakeCache.txt" || {
   exit 1
 }
 
-targets=(quant_kernels_gpu_test gemm_gpu_test device_numerics_gpu_test gemm_xcheck bench_fp8 fp8rl
-         fp8rl_model_probe)
+mapfile -t gpu_targets < <(ninja -C "$build" -t targets all | sed -n 's/^\([A-Za-z0-9_]*\): phony$/\1/p' \
+  | grep -E '_gpu_test$|^bench_' | grep -v '^cmake_' | sort -u)
+targets=("${gpu_targets[@]}" gemm_xcheck fp8rl fp8rl_model_probe ${EXTRA_TARGETS:-})
 cmake --build "$build" --target "${targets[@]}"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/tests"
 bins=()
 for t in "${targets[@]}"; do
-  f=$(find "$build/tests" "$build/bin" "$build/bench" -maxdepth 1 -type f -name "$t" 2>/dev/null | head -1)
+  f=$(find "$build/tests" "$build/bin" "$build/bench" -maxdepth 2 -type f -executable -name "$t" 2>/dev/null | head -1)
   [ -n "$f" ] || { echo "gpu_bundle: built target $t not found" >&2; exit 1; }
   cp "$f" "$out/bin/"
   bins+=("$out/bin/$t")

@@ -8,7 +8,7 @@
 #   RUN_NCU=1 profiles one launch (NCU_KERNEL regex, NCU_ONLY bench row) into ncu.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-B=.bundle
+B=${BUNDLE:-.bundle}  # run(carry=[".bundle-NAME"], "BUNDLE=.bundle-NAME bash tests/gpu/run.sh") for another
 OUT=${OUT:-/tmp/fp8rl_gpu_out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
