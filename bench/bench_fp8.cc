@@ -235,6 +235,26 @@ void run_quant(DeviceRuntime& rt, Report& rep, const Options& o) {
                                                i4s[i % kSets]->get<uint16_t>(), s);
               });
   }
+  {
+    // FP8 -> FP8 with FP32 scales (source and target): every block takes the general
+    // dequantize -> bf16 -> requantize path. With power-of-2 scales (the default, the rows above)
+    // a block whose new scale is 1 / its source scale is its source bytes (the usual case).
+    QuantDesc blkf = blk;
+    blkf.scale.power_2 = false;
+    std::vector<std::unique_ptr<Mem>> qf, sf;
+    for (int i = 0; i < kSets; ++i) {
+      qf.push_back(std::make_unique<Mem>(n));
+      sf.push_back(std::make_unique<Mem>(ceil_div(R, 128) * ld4 * 4));
+      FP8RL_CHECK_OK(
+          quantize_128x128_cuda(blkf, xb[i]->get(), qf[i]->get<uint8_t>(), sf[i]->get<float>(), s));
+    }
+    WeightExportDesc d8 = export_desc(ExportSource::kFP8Block, ExportTarget::kFP8Block);
+    d8.scale.power_2 = false;
+    add_one("export -> fp8 128x128 [fp32 scales]", "fp8", 2 * N, 0, [&, d8](int i) {
+      return export_weight_fp8_cuda(d8, qf[i % kSets]->get(), sf[i % kSets]->get<float>(),
+                                    q[i % kSets]->get<uint8_t>(), sc[i % kSets]->get<float>(), s);
+    });
+  }
   Int4Desc i4;
   i4.rows = R, i4.cols = C;
   add("int4_pack g128 (async)", "bf16", 2 * N + N / 2 + tiles * 2, [&](int i) {

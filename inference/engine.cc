@@ -7,28 +7,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "inference/logit_processors.h"
 
 namespace fp8rl {
 
-Engine::Engine(const Decoder* model, const Tokenizer* tokenizer, EngineOptions options)
-    : model_(model), tokenizer_(tokenizer), options_(std::move(options)), forward_(model) {
-  if (options_.eos_token_ids.empty()) {
-    for (int64_t id : model_->config().eos_token_ids) options_.eos_token_ids.push_back(int32_t(id));
-  }
-}
-
-absl::StatusOr<int64_t> Engine::add_request(GenerateRequest request) {
+absl::Status check_request(const GenerateRequest& request, const RequestLimits& limits) {
   const SamplingParams& p = request.params;
   FP8RL_RETURN_IF_ERROR(p.validate());
   const std::vector<int32_t>& ids = request.input_ids;
   if (ids.empty()) return absl::InvalidArgumentError("input_ids cannot be empty.");
-  const int64_t vocab = model_->config().vocab_size;
+  const int64_t vocab = limits.vocab_size;
+  const auto outside = [vocab](int32_t id) { return id < 0 || id >= vocab; };
   for (int32_t id : ids) {
-    if (id < 0 || id >= vocab)
+    if (outside(id))
       return absl::InvalidArgumentError(
           absl::StrCat("The input_ids contain ", id, ", outside the vocabulary [0, ", vocab, ")."));
   }
-  const int64_t context = model_->config().max_position_embeddings;
+  const int64_t context = limits.context_length;
   const int64_t prompt = int64_t(ids.size());
   if (prompt >= context)
     return absl::InvalidArgumentError(absl::StrCat("The input (", prompt,
@@ -42,17 +37,63 @@ absl::StatusOr<int64_t> Engine::add_request(GenerateRequest request) {
         " tokens from the input messages and ", p.max_new_tokens,
         " tokens for the completion. Please reduce the number of tokens in the input messages or "
         "the completion to fit within the limit."));
-  if (!p.stop.empty() && tokenizer_ == nullptr)
+  if (!p.stop.empty() && !limits.has_tokenizer)
     return absl::InvalidArgumentError("stop strings need a tokenizer; this engine has none.");
+  if (request.logprob_start_len >= prompt)
+    return absl::InvalidArgumentError(
+        absl::StrCat("logprob_start_len, (", request.logprob_start_len,
+                     ") is higher than the number of input tokens (", prompt,
+                     "). Request with a lower logprob_start_len."));
+  if (request.top_logprobs_num < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_logprobs_num must be at least 0, got ", request.top_logprobs_num, "."));
+  for (int32_t id : request.token_ids_logprob) {
+    if (outside(id))
+      return absl::InvalidArgumentError(absl::StrCat("token_ids_logprob contains ", id,
+                                                     ", outside the vocabulary [0, ", vocab, ")."));
+  }
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (outside(id))
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias must has keys in [0, ", vocab, "), got ", id, "."));
+  }
+  return absl::OkStatus();
+}
 
+Engine::Engine(const Decoder* model, const Tokenizer* tokenizer, EngineOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(std::move(options)), forward_(model) {
+  if (options_.eos_token_ids.empty()) {
+    for (int64_t id : model_->config().eos_token_ids) options_.eos_token_ids.push_back(int32_t(id));
+  }
+  const int64_t context = model_->config().max_position_embeddings;
+  limits_ = {model_->config().vocab_size,
+             options_.context_length > 0 ? std::min(options_.context_length, context) : context,
+             tokenizer_ != nullptr};
+}
+
+absl::StatusOr<int64_t> Engine::add_request(GenerateRequest request) {
+  FP8RL_RETURN_IF_ERROR(check_request(request, limits_));
+  const SamplingParams& p = request.params;
   const int64_t id = next_id_++;
   const uint64_t seed = p.seed ? *p.seed : options_.default_seed + uint64_t(id);
   for (int64_t i = 0; i < p.n; ++i) {
-    Sequence s{{}, p, TokenSampler(p, seed + uint64_t(i)), {}, ids, id};
+    Sequence s{.out = {},
+               .params = p,
+               .sampler = TokenSampler(p, seed + uint64_t(i)),
+               .cache = {},
+               .prompt = request.input_ids,
+               .group = id,
+               .logprob_start_len = request.logprob_start_len,
+               .top_logprobs_num = request.top_logprobs_num,
+               .token_ids_logprob = request.token_ids_logprob,
+               .output_counts = {}};
     s.out.request_id = id;
     s.out.index = i;
-    s.out.prompt_tokens = prompt;
+    s.out.prompt_tokens = int64_t(request.input_ids.size());
     if (p.max_new_tokens == 0) {
+      if (s.logprob_start_len >= 0) {
+        if (absl::Status st = fill_input_logprobs(&s); !st.ok()) return st;
+      }
       finish(&s, {FinishReason::Type::kLength, 0, {}, {}, {}});
       finished_.push_back(std::move(s.out));
     } else {
@@ -95,16 +136,27 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::step() {
       return st;
     }
     const int64_t vocab = model_->config().vocab_size;
+    std::vector<float> scratch;
     for (size_t i = 0; i < steps.size(); ++i) {
       const std::span<const float> row(logits.data() + int64_t(i) * vocab, size_t(vocab));
-      for (Sequence* s : users[i]) {
-        if (s != users[i][0]) s->cache = users[i][0]->cache;
-        s->prompt.clear();
-        const SampledToken tok = s->sampler.sample(row);
-        s->out.output_ids.push_back(tok.id);
-        s->out.output_logprobs.push_back(tok.logprob);
-        check_finished(s);
+      Sequence* first = users[i][0];
+      if (!first->prompt.empty() && first->logprob_start_len >= 0) {
+        if (absl::Status st = fill_input_logprobs(first); !st.ok()) {
+          for (Sequence* s : users[i])
+            finish(s, {FinishReason::Type::kAbort, 0, {}, {}, std::string(st.message())});
+          continue;
+        }
       }
+      for (Sequence* s : users[i]) {
+        if (s != first) {
+          s->cache = first->cache;
+          s->out.input_token_logprobs = first->out.input_token_logprobs;
+          s->out.input_top_logprobs = first->out.input_top_logprobs;
+          s->out.input_token_ids_logprobs = first->out.input_token_ids_logprobs;
+        }
+        append_token(s, row, &scratch);
+      }
+      for (Sequence* s : users[i]) s->prompt.clear();
     }
   }
   for (auto it = sequences_.begin(); it != sequences_.end();) {
@@ -116,6 +168,63 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::step() {
     }
   }
   return std::exchange(finished_, {});
+}
+
+void Engine::append_token(Sequence* s, std::span<const float> row,
+                          std::vector<float>* scratch) const {
+  const SamplingParams& p = s->params;
+  SequenceOutput& out = s->out;
+  int32_t id;
+  if (has_logit_processors(p)) {
+    scratch->assign(row.begin(), row.end());
+    apply_logit_processors(
+        p, {&s->output_counts, int64_t(out.output_ids.size()), options_.eos_token_ids}, *scratch);
+    id = s->sampler.draw(*scratch);
+  } else {
+    id = s->sampler.draw(row);
+  }
+  const float lse = log_sum_exp(row, model_->options().vocab_chunk);
+  out.output_ids.push_back(id);
+  out.output_logprobs.push_back(row[size_t(id)] - lse);
+  if (s->top_logprobs_num > 0)
+    out.output_top_logprobs.push_back(top_logprobs(row, lse, s->top_logprobs_num));
+  if (!s->token_ids_logprob.empty()) {
+    std::vector<TokenLogprob>& asked = out.output_token_ids_logprobs.emplace_back();
+    for (int32_t t : s->token_ids_logprob) asked.push_back({t, row[size_t(t)] - lse});
+  }
+  if (p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 || p.repetition_penalty != 1.0)
+    ++s->output_counts[id];
+  check_finished(s);
+}
+
+absl::Status Engine::fill_input_logprobs(Sequence* s) const {
+  const std::vector<int32_t>& prompt = s->prompt;
+  PackedBatch batch;
+  batch.tokens = prompt;
+  batch.cu_seqlens = {0, int32_t(prompt.size())};
+  std::vector<int32_t> targets(prompt.size(), -1);
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) targets[i] = prompt[i + 1];
+  FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, model_->forward(batch, targets));
+  // Position p's token is predicted at p - 1; SGLang starts one past logprob_start_len.
+  const size_t start = size_t(s->logprob_start_len);
+  SequenceOutput& out = s->out;
+  out.input_token_logprobs.assign(fwd.logprob.begin() + ptrdiff_t(start),
+                                  fwd.logprob.begin() + ptrdiff_t(prompt.size() - 1));
+  if (s->top_logprobs_num > 0 || !s->token_ids_logprob.empty()) {
+    const std::vector<float> logits = model_->logits(fwd);
+    const int64_t vocab = model_->config().vocab_size;
+    for (size_t pos = start; pos + 1 < prompt.size(); ++pos) {
+      const std::span<const float> row(logits.data() + int64_t(pos) * vocab, size_t(vocab));
+      const float lse = log_sum_exp(row, model_->options().vocab_chunk);
+      if (s->top_logprobs_num > 0)
+        out.input_top_logprobs.push_back(top_logprobs(row, lse, s->top_logprobs_num));
+      if (!s->token_ids_logprob.empty()) {
+        std::vector<TokenLogprob>& asked = out.input_token_ids_logprobs.emplace_back();
+        for (int32_t t : s->token_ids_logprob) asked.push_back({t, row[size_t(t)] - lse});
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Engine::check_finished(Sequence* s) const {
@@ -173,6 +282,19 @@ bool Engine::abort(int64_t request_id, const std::string& message) {
     found = true;
   }
   return found;
+}
+
+std::vector<const SequenceOutput*> Engine::running() const {
+  std::vector<const SequenceOutput*> out;
+  out.reserve(sequences_.size());
+  for (const Sequence& s : sequences_) out.push_back(&s.out);
+  return out;
+}
+
+int64_t Engine::kv_tokens() const {
+  int64_t n = 0;
+  for (const Sequence& s : sequences_) n += s.cache.len;
+  return n;
 }
 
 std::vector<const SequenceOutput*> Engine::progress(int64_t request_id) const {

@@ -7,6 +7,8 @@
 #include <list>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,7 +22,24 @@ namespace fp8rl {
 struct GenerateRequest {
   std::vector<int32_t> input_ids;
   SamplingParams params;
+  // SGLang's log-prob options. Every output token's log-prob is always computed; these add:
+  int64_t logprob_start_len = -1;          // >= 0: the prompt's log-probs from this position on
+  int64_t top_logprobs_num = 0;            // > 0: the most likely ids at every position
+  std::vector<int32_t> token_ids_logprob;  // the log-probs of these ids at every position
 };
+
+// What a request is checked against (Engine::limits()).
+struct RequestLimits {
+  int64_t vocab_size = 0;
+  int64_t context_length = 0;  // prompt + max_new_tokens must stay below it
+  bool has_tokenizer = false;  // stop strings need one
+};
+
+// InvalidArgument with SGLang's messages for empty input_ids, ids outside the vocabulary, bad
+// sampling params, prompt + max_new_tokens beyond the context, stop strings without a tokenizer,
+// a logprob_start_len past the prompt, and log-prob or logit_bias ids outside the vocabulary.
+// Thread-safe (reads only its arguments).
+absl::Status check_request(const GenerateRequest& request, const RequestLimits& limits);
 
 // SGLang's finish_reason: {"type":"length","length":N}, {"type":"stop","matched":id or string},
 // {"type":"abort","message":...}.
@@ -38,8 +57,18 @@ struct SequenceOutput {
   int64_t request_id = 0;
   int64_t index = 0;
   int64_t prompt_tokens = 0;
-  std::vector<int32_t> output_ids;     // every generated token, the matched stop/EOS token included
-  std::vector<float> output_logprobs;  // per output id: log_softmax of the raw logits
+  std::vector<int32_t> output_ids;  // every generated token, the matched stop/EOS token included
+  // Per output id: log_softmax of the raw logits (no temperature, penalties or filters), with the
+  // arithmetic of the trainer's log-probs (sampling.h log_sum_exp).
+  std::vector<float> output_logprobs;
+  // Per output id when asked for (top_logprobs_num, token_ids_logprob): the most likely ids and
+  // the asked ids at the position that produced it.
+  std::vector<std::vector<TokenLogprob>> output_top_logprobs, output_token_ids_logprobs;
+  // With logprob_start_len = s >= 0, for every prompt position p in (s, prompt_tokens): the
+  // log-prob of input_ids[p] given the tokens before it (Decoder::forward's numbers), and the
+  // top / asked ids there. (SGLang reports position s itself as null.)
+  std::vector<float> input_token_logprobs;
+  std::vector<std::vector<TokenLogprob>> input_top_logprobs, input_token_ids_logprobs;
   std::optional<FinishReason> finish;  // set once finished
   // With a tokenizer, once finished: the output decoded with params.skip_special_tokens, cut
   // before the matched stop string or token unless params.no_stop_trim.
@@ -51,20 +80,24 @@ struct EngineOptions {
   std::vector<int32_t> eos_token_ids;
   // Seed of requests that give none: request r uses default_seed + r (ids count from 0).
   uint64_t default_seed = 0;
+  // Prompt + max_new_tokens must stay below this; 0: the model's max_position_embeddings (a
+  // larger value is clamped to it).
+  int64_t context_length = 0;
 };
 
 // Driven from one thread: no method may run concurrently with another. The model and tokenizer
-// must outlive the engine and stay unchanged while sequences are running.
+// must outlive the engine. The model's parameters may be replaced between step() calls (a weight
+// update); running sequences then continue from their caches with the new weights.
 class Engine {
  public:
   // `tokenizer` may be null: then requests with stop strings are refused and outputs have no text.
   Engine(const Decoder* model, const Tokenizer* tokenizer, EngineOptions options = {});
 
   // Queues a request of params.n sequences; they join the batch at the next step(). Returns the
-  // request id. InvalidArgument (SGLang's messages) for empty input_ids, ids outside the
-  // vocabulary, bad sampling params, prompt + max_new_tokens beyond the context, or stop strings
-  // without a tokenizer.
+  // request id. InvalidArgument from check_request(request, limits()).
   absl::StatusOr<int64_t> add_request(GenerateRequest request);
+  // Immutable after construction (safe to read from any thread).
+  const RequestLimits& limits() const { return limits_; }
 
   // Runs one batch: the prompts of new requests (prefill; n samples share one) and one decode
   // token of every running sequence. Returns the sequences that finished since the last call
@@ -72,14 +105,21 @@ class Engine {
   // aborted with that message and the error is returned.
   absl::StatusOr<std::vector<SequenceOutput>> step();
 
-  // Finishes every sequence of `request_id` with type abort; they come out of the next step().
-  // False when no such request is unfinished.
+  // Finishes every sequence of `request_id` with type abort; they come out of the next step()
+  // (or take_finished()). False when no such request is unfinished.
   bool abort(int64_t request_id, const std::string& message = "Aborted");
+  // The sequences that finished outside a step (aborted ones, max_new_tokens 0) since the last
+  // step() or take_finished(), without running the model (e.g. while generation is paused).
+  std::vector<SequenceOutput> take_finished() { return std::exchange(finished_, {}); }
 
   // The sequences of `request_id` so far (for streaming); empty when it is unknown or finished.
   std::vector<const SequenceOutput*> progress(int64_t request_id) const;
+  // Every unfinished sequence so far, in arrival order (one pass for all streams).
+  std::vector<const SequenceOutput*> running() const;
   bool has_unfinished() const { return !sequences_.empty(); }
   int64_t num_running() const { return int64_t(sequences_.size()); }
+  // Tokens whose K/V the caches of unfinished sequences hold (what the KV memory grows with).
+  int64_t kv_tokens() const;
 
   // Convenience: adds `requests`, steps until they are all finished and returns their sequences
   // in request order, then sample order. Other requests already queued advance too and are
@@ -94,7 +134,15 @@ class Engine {
     KvCache cache;
     std::vector<int32_t> prompt;  // until prefilled
     int64_t group = 0;            // sequences of one request prefilled together share the prompt
+    int64_t logprob_start_len = -1;
+    int64_t top_logprobs_num = 0;
+    std::vector<int32_t> token_ids_logprob;
+    std::unordered_map<int32_t, int32_t> output_counts;  // kept only for penalties
   };
+  // Samples the next token of `s` from its logits row and records it with its log-probs.
+  void append_token(Sequence* s, std::span<const float> row, std::vector<float>* scratch) const;
+  // The prompt's log-probs of a request with logprob_start_len >= 0 (a full forward over it).
+  absl::Status fill_input_logprobs(Sequence* s) const;
   // Checks the stop conditions after a new token; sets out.finish (and text) when one holds.
   void check_finished(Sequence* s) const;
   void finish(Sequence* s, FinishReason reason) const;
@@ -102,6 +150,7 @@ class Engine {
   const Decoder* model_;
   const Tokenizer* tokenizer_;
   EngineOptions options_;
+  RequestLimits limits_;
   KvForward forward_;
   int64_t next_id_ = 0;
   std::list<Sequence> sequences_;  // unfinished, in arrival order

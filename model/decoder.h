@@ -53,6 +53,12 @@ struct DecoderParams {
   std::vector<std::pair<std::string, Tensor*>> named(const ModelConfig& config);
 };
 
+// InvalidArgument for malformed cu_seqlens, token ids outside [0, vocab), sequences longer than
+// max_position_embeddings, or targets of the wrong count or >= vocab (negative: no target). Every
+// backend's validate.
+absl::Status validate_packed_batch(const ModelConfig& config, const PackedBatch& batch,
+                                   std::span<const int32_t> targets);
+
 struct DecoderOptions {
   LinearOptions linear;        // the q/k/v/o and MLP projections; embeddings, head, norms: fp32
   int64_t vocab_chunk = 2048;  // vocabulary columns of logits held at once by token_stats
@@ -96,9 +102,10 @@ class Decoder {
   DecoderParams& params() { return params_; }
   const DecoderParams& params() const { return params_; }
 
-  // InvalidArgument for malformed cu_seqlens, token ids outside [0, vocab), sequences longer than
-  // max_position_embeddings, or targets (when given) of the wrong count or >= vocab.
-  absl::Status validate(const PackedBatch& batch, std::span<const int32_t> targets) const;
+  // validate_packed_batch for this model's config.
+  absl::Status validate(const PackedBatch& batch, std::span<const int32_t> targets) const {
+    return validate_packed_batch(config_, batch, targets);
+  }
 
   // Runs the model on `batch` and computes, at every position, the log-probability of
   // targets[t] (negative: none, logprob 0) and the entropy of the next-token distribution.

@@ -124,26 +124,26 @@ absl::StatusOr<Decoder> Decoder::load(const std::string& dir, const DecoderOptio
   return create(std::move(config), std::move(params), options);
 }
 
-absl::Status Decoder::validate(const PackedBatch& b, std::span<const int32_t> targets) const {
+absl::Status validate_packed_batch(const ModelConfig& config, const PackedBatch& b,
+                                   std::span<const int32_t> targets) {
   const auto& cu = b.cu_seqlens;
   FP8RL_REQUIRE(!cu.empty() && cu.front() == 0 && int64_t(cu.back()) == b.num_tokens(),
                 "packed batch: cu_seqlens must run from 0 to the token count ", b.num_tokens());
   for (int64_t s = 0; s < b.num_seqs(); ++s) {
     const int64_t len = int64_t(cu[s + 1]) - cu[s];
     FP8RL_REQUIRE(len >= 0, "packed batch: cu_seqlens decrease at sequence ", s);
-    FP8RL_REQUIRE(len <= config_.max_position_embeddings, "packed batch: sequence ", s, " has ",
-                  len, " tokens, more than max_position_embeddings ",
-                  config_.max_position_embeddings);
+    FP8RL_REQUIRE(len <= config.max_position_embeddings, "packed batch: sequence ", s, " has ", len,
+                  " tokens, more than max_position_embeddings ", config.max_position_embeddings);
   }
   for (int64_t t = 0; t < b.num_tokens(); ++t) {
-    FP8RL_REQUIRE(b.tokens[t] >= 0 && b.tokens[t] < config_.vocab_size, "packed batch: token ", t,
-                  " has id ", b.tokens[t], " outside the vocabulary [0, ", config_.vocab_size, ")");
+    FP8RL_REQUIRE(b.tokens[t] >= 0 && b.tokens[t] < config.vocab_size, "packed batch: token ", t,
+                  " has id ", b.tokens[t], " outside the vocabulary [0, ", config.vocab_size, ")");
   }
   FP8RL_REQUIRE(int64_t(targets.size()) == b.num_tokens(), "packed batch: ", targets.size(),
                 " targets for ", b.num_tokens(), " tokens");
   for (size_t t = 0; t < targets.size(); ++t) {
-    FP8RL_REQUIRE(targets[t] < config_.vocab_size, "packed batch: target ", t, " has id ",
-                  targets[t], " outside the vocabulary [0, ", config_.vocab_size, ")");
+    FP8RL_REQUIRE(targets[t] < config.vocab_size, "packed batch: target ", t, " has id ",
+                  targets[t], " outside the vocabulary [0, ", config.vocab_size, ")");
   }
   return absl::OkStatus();
 }

@@ -140,8 +140,9 @@ class Converter {
   std::vector<std::string> ignore_;
 };
 
-// Copies everything that is not a weight file (tokenizer, generation_config, README, ...).
-absl::StatusOr<int64_t> copy_other_files(const std::string& from, const std::string& to) {
+}  // namespace
+
+absl::StatusOr<int64_t> copy_non_weight_files(const std::string& from, const std::string& to) {
   int64_t n = 0;
   std::error_code ec;
   for (const fs::directory_entry& e : fs::directory_iterator(from, ec)) {
@@ -157,8 +158,6 @@ absl::StatusOr<int64_t> copy_other_files(const std::string& from, const std::str
   if (ec) return absl::InternalError(absl::StrCat("listing ", from, ": ", ec.message()));
   return n;
 }
-
-}  // namespace
 
 absl::StatusOr<ConvertReport> convert_hf_checkpoint(const ConvertOptions& o) {
   FP8RL_REQUIRE(o.group_size > 0, "--group-size must be positive");
@@ -192,7 +191,7 @@ absl::StatusOr<ConvertReport> convert_hf_checkpoint(const ConvertOptions& o) {
 
   FP8RL_ASSIGN_OR_RETURN(StagedDir dir, StagedDir::create(o.save_dir));
   ConvertReport report;
-  FP8RL_ASSIGN_OR_RETURN(report.files_copied, copy_other_files(o.model_dir, dir.path()));
+  FP8RL_ASSIGN_OR_RETURN(report.files_copied, copy_non_weight_files(o.model_dir, dir.path()));
 
   std::map<std::string, std::string> weight_map;
   ConvertProgress progress{0, total_tensors, nullptr, 0, bytes_total};

@@ -49,6 +49,11 @@ struct ConvertReport {
 // folder that exists. On error nothing is left at save_dir.
 absl::StatusOr<ConvertReport> convert_hf_checkpoint(const ConvertOptions& options);
 
+// Copies every file of folder `from` that is not a weight file, the index or config.json
+// (tokenizer, generation_config, README, ...) into `to`; returns how many. Hidden files are
+// skipped.
+absl::StatusOr<int64_t> copy_non_weight_files(const std::string& from, const std::string& to);
+
 // The config.json `quantization_config` written for each format.
 nlohmann::json fp8_quantization_config(const std::vector<std::string>& modules_not_converted);
 nlohmann::json int4_quantization_config(int64_t group_size, const std::vector<std::string>& ignore);

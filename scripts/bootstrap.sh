@@ -9,7 +9,7 @@ venv=${1:-build/venv}
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  nlohmann-json3-dev catch2 libcpp-httplib-dev libcli11-dev libspdlog-dev
+  nlohmann-json3-dev catch2 libcpp-httplib-dev libcli11-dev libspdlog-dev zlib1g-dev
   python3 python3-venv python3-pip
 )
 missing=()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA targets here and bundles what the GPU machine needs into .bundle/ (git-ignored;
 # BUNDLE=.bundle-NAME picks another folder, so that several bundles can be prepared side by side):
-# bin/ every *_gpu_test binary, the bench_* binaries, gemm_xcheck, fp8rl and fp8rl_model_probe
-# (plus EXTRA_TARGETS), stripped; lib/ every
+# bin/ every *_gpu_test binary, the bench_* binaries, gemm_xcheck, fp8rl, fp8rl_model_probe and
+# fp8rl_ckpt_probe (plus EXTRA_TARGETS), stripped; lib/ every
 # shared library they load that the GPU machine lacks (Abseil, gRPC, protobuf, spdlog, fmt, ...:
 # everything except glibc, libstdc++/libgcc and the CUDA libraries, which it has); tests/ the
 # Python scripts. tests/gpu/run.sh runs it there:  run(carry=[".bundle"], "bash tests/gpu/run.sh").
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${BUNDLE:-.bundle}
 [[ "$out" == .bundle* ]] || { echo "gpu_bundle: BUNDLE must be .bundle or .bundle-NAME" >&2; exit 1; }
-max_mib=40
+max_mib=60  # the carry limit is 64 MiB
 
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DFP8RL_CUDA=ON
@@ -25,7 +25,7 @@ grep -q 'FP8RL_CUDA:BOOL=ON' "$build/CMakeCache.txt" || {
 
 mapfile -t gpu_targets < <(ninja -C "$build" -t targets all | sed -n 's/^\([A-Za-z0-9_]*\): phony$/\1/p' \
   | grep -E '_gpu_test$|^bench_' | grep -v '^cmake_' | sort -u)
-targets=("${gpu_targets[@]}" gemm_xcheck fp8rl fp8rl_model_probe ${EXTRA_TARGETS:-})
+targets=("${gpu_targets[@]}" gemm_xcheck fp8rl fp8rl_model_probe fp8rl_ckpt_probe ${EXTRA_TARGETS:-})
 cmake --build "$build" --target "${targets[@]}"
 
 rm -rf "$out"

@@ -14,6 +14,14 @@ int main(int argc, char** argv) {
   fp8rl::register_convert(app, rc);
   fp8rl::register_tiny_model(app, rc);
   fp8rl::register_inspect(app, rc);
-  CLI11_PARSE(app, argc, argv);
+  fp8rl::register_trainer(app, rc);
+  fp8rl::register_rollout(app, rc);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // A usage error (unknown flag, missing or unparsable value) exits 2, as getopt tools do;
+    // --help and --version exit 0.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return rc;
 }

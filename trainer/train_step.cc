@@ -65,6 +65,22 @@ absl::Status check_field(const Sample& s, size_t index, const std::vector<float>
   return absl::OkStatus();
 }
 
+// Length and token ids of sample `index` against the model (the part of validation that
+// log-prob recompute shares with train).
+absl::Status check_tokens(const Sample& s, size_t index, const ModelConfig& mc) {
+  const int64_t len = int64_t(s.tokens.size());
+  FP8RL_REQUIRE(s.response_length >= 1 && s.response_length < len, "sample ", index,
+                ": response_length ", s.response_length, " with ", len,
+                " tokens (needs a prompt and a response)");
+  FP8RL_REQUIRE(len <= mc.max_position_embeddings, "sample ", index, ": tokens has ", len,
+                " entries, more than max_position_embeddings ", mc.max_position_embeddings);
+  for (int64_t t = 0; t < len; ++t) {
+    FP8RL_REQUIRE(s.tokens[t] >= 0 && s.tokens[t] < mc.vocab_size, "sample ", index, ": tokens[", t,
+                  "] = ", s.tokens[t], " is outside the vocabulary [0, ", mc.vocab_size, ")");
+  }
+  return absl::OkStatus();
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -90,7 +106,38 @@ absl::StatusOr<Trainer> Trainer::create(Decoder policy, std::optional<Decoder> r
   std::vector<std::pair<std::string, Tensor>> params;
   for (auto& [name, t] : policy.params().named(policy.config())) params.emplace_back(name, *t);
   FP8RL_ASSIGN_OR_RETURN(AdamW optimizer, AdamW::create(std::move(params), options.adam));
-  return Trainer(std::move(policy), std::move(reference), std::move(optimizer), options);
+  if (options.fp8_param_gather) {
+    const LinearOptions& lin = policy.options().linear;
+    FP8RL_REQUIRE(lin.precision == LinearPrecision::kFP8 && !lin.int4_weights,
+                  "trainer: fp8_param_gather needs the policy's linears in fp8 without INT4 QAT, "
+                  "they are ",
+                  linear_precision_name(lin.precision), lin.int4_weights ? " with INT4 QAT" : "");
+  }
+  Trainer trainer(std::move(policy), std::move(reference), std::move(optimizer), options);
+  if (options.fp8_param_gather) {
+    trainer.fp8_weights_ = std::make_shared<Fp8WeightCache>();
+    DecoderOptions o = trainer.policy_.options();
+    o.linear.fp8_weights = trainer.fp8_weights_;
+    trainer.policy_.set_options(o);
+    FP8RL_RETURN_IF_ERROR(trainer.refresh_fp8_params());
+  }
+  return trainer;
+}
+
+absl::Status Trainer::refresh_fp8_params() {
+  if (!fp8_weights_) return absl::OkStatus();
+  for (DecoderLayerParams& l : policy_.params().layers) {
+    for (Tensor* w :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      FP8RL_RETURN_IF_ERROR(fp8_weights_->set(w->data<float>(), w->dim(0), w->dim(1)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::sync_params_from_optimizer() {
+  optimizer_.sync_params();
+  return refresh_fp8_params();
 }
 
 absl::Status Trainer::validate(const std::vector<Sample>& samples,
@@ -101,16 +148,7 @@ absl::Status Trainer::validate(const std::vector<Sample>& samples,
   const ModelConfig& mc = policy_.config();
   for (size_t i = 0; i < samples.size(); ++i) {
     const Sample& s = samples[i];
-    const int64_t len = int64_t(s.tokens.size());
-    FP8RL_REQUIRE(s.response_length >= 1 && s.response_length < len, "sample ", i,
-                  ": response_length ", s.response_length, " with ", len,
-                  " tokens (needs a prompt and a response)");
-    FP8RL_REQUIRE(len <= mc.max_position_embeddings, "sample ", i, ": tokens has ", len,
-                  " entries, more than max_position_embeddings ", mc.max_position_embeddings);
-    for (int64_t t = 0; t < len; ++t) {
-      FP8RL_REQUIRE(s.tokens[t] >= 0 && s.tokens[t] < mc.vocab_size, "sample ", i, ": tokens[", t,
-                    "] = ", s.tokens[t], " is outside the vocabulary [0, ", mc.vocab_size, ")");
-    }
+    FP8RL_RETURN_IF_ERROR(check_tokens(s, i, mc));
     FP8RL_RETURN_IF_ERROR(check_field(s, i, s.loss_mask, "loss_mask", false));
     for (size_t j = 0; j < s.loss_mask.size(); ++j) {
       FP8RL_REQUIRE(s.loss_mask[j] == 0.0f || s.loss_mask[j] == 1.0f, "sample ", i, ": loss_mask[",
@@ -205,6 +243,8 @@ absl::StatusOr<TrainResult> Trainer::train(const std::vector<Sample>& samples,
     if (step.skipped) {
       result.skipped = true;
       result.skip_reason = "non-finite gradient norm";
+    } else {
+      FP8RL_RETURN_IF_ERROR(refresh_fp8_params());
     }
   }
   const double step_time = seconds_since(t0);
@@ -217,25 +257,35 @@ absl::StatusOr<TrainResult> Trainer::train(const std::vector<Sample>& samples,
 
 absl::StatusOr<std::vector<std::vector<float>>> Trainer::compute_log_probs(
     const std::vector<Sample>& samples, LogProbModel model, int64_t micro_batch_size) const {
+  FP8RL_ASSIGN_OR_RETURN(std::vector<ResponseTokenStats> stats,
+                         compute_token_stats(samples, model, micro_batch_size));
+  std::vector<std::vector<float>> out;
+  out.reserve(stats.size());
+  for (ResponseTokenStats& s : stats) out.push_back(std::move(s.log_probs));
+  return out;
+}
+
+absl::StatusOr<std::vector<ResponseTokenStats>> Trainer::compute_token_stats(
+    const std::vector<Sample>& samples, LogProbModel model, int64_t micro_batch_size) const {
   if (model == LogProbModel::kReference && !reference_)
     return absl::FailedPreconditionError("compute_log_probs: the trainer has no reference model");
   FP8RL_REQUIRE(micro_batch_size >= 1, "micro_batch_size: ", micro_batch_size);
-  for (size_t i = 0; i < samples.size(); ++i) {
-    FP8RL_REQUIRE(samples[i].response_length >= 1 &&
-                      samples[i].response_length < int64_t(samples[i].tokens.size()),
-                  "sample ", i, ": response_length ", samples[i].response_length, " with ",
-                  samples[i].tokens.size(), " tokens (needs a prompt and a response)");
-  }
   const Decoder& decoder = model == LogProbModel::kPolicy ? policy_ : *reference_;
-  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < samples.size(); ++i)
+    FP8RL_RETURN_IF_ERROR(check_tokens(samples[i], i, decoder.config()));
+  std::vector<ResponseTokenStats> out;
   out.reserve(samples.size());
   for (size_t b = 0; b < samples.size(); b += size_t(micro_batch_size)) {
     const size_t e = std::min(samples.size(), b + size_t(micro_batch_size));
     const PackedSamples p = pack(samples, b, e);
     FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, decoder.forward(p.batch, p.targets));
     const std::vector<float> logp = gather(fwd.logprob, p.response_positions);
-    for (size_t i = 0; i + 1 < p.sample_offsets.size(); ++i)
-      out.emplace_back(logp.begin() + p.sample_offsets[i], logp.begin() + p.sample_offsets[i + 1]);
+    const std::vector<float> ent = gather(fwd.entropy, p.response_positions);
+    for (size_t i = 0; i + 1 < p.sample_offsets.size(); ++i) {
+      const int64_t from = p.sample_offsets[i], to = p.sample_offsets[i + 1];
+      out.push_back(
+          {{logp.begin() + from, logp.begin() + to}, {ent.begin() + from, ent.begin() + to}});
+    }
   }
   return out;
 }

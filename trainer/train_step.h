@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,17 @@ struct TrainConfig {
 struct TrainerOptions {
   AdamWConfig adam;
   LrSchedule lr;
+  // --fp8-param-gather: the policy's linear weights live on the FP8 128x128 grid (an
+  // Fp8WeightCache the FP8 GEMMs read without quantizing the weight per call); after every
+  // optimizer step they are set to the FP8 round trip of the optimizer's fp32 masters. Needs the
+  // policy's linears in LinearPrecision::kFP8 without INT4 fake-quant.
+  bool fp8_param_gather = false;
+};
+
+// A sample's response tokens under a model: log-probs and next-token entropies.
+struct ResponseTokenStats {
+  std::vector<float> log_probs;
+  std::vector<float> entropy;
 };
 
 struct TrainResult {
@@ -55,8 +67,8 @@ enum class LogProbModel { kPolicy, kReference };
 // thread-safe: one call at a time.
 class Trainer {
  public:
-  // InvalidArgument when the options are invalid or the reference's config differs from the
-  // policy's in vocabulary size.
+  // InvalidArgument when the options are invalid, the reference's config differs from the
+  // policy's in vocabulary size, or fp8_param_gather is set for a policy not in FP8.
   static absl::StatusOr<Trainer> create(Decoder policy, std::optional<Decoder> reference,
                                         const TrainerOptions& options);
 
@@ -70,26 +82,39 @@ class Trainer {
   absl::StatusOr<TrainResult> train(const std::vector<Sample>& samples, const TrainConfig& config);
 
   // Per sample, the log-probs of its response tokens under the policy or the reference model,
-  // computed micro_batch_size samples at a time. Only tokens and response_length are read.
+  // computed micro_batch_size samples at a time. Only tokens and response_length are read;
+  // InvalidArgument naming the sample and field when they are malformed (as in train()).
   // FailedPrecondition for kReference without a reference model.
   absl::StatusOr<std::vector<std::vector<float>>> compute_log_probs(
       const std::vector<Sample>& samples, LogProbModel model, int64_t micro_batch_size) const;
+  // The same with the entropies of the response positions.
+  absl::StatusOr<std::vector<ResponseTokenStats>> compute_token_stats(
+      const std::vector<Sample>& samples, LogProbModel model, int64_t micro_batch_size) const;
+
+  // Copies the optimizer's fp32 masters into the policy's parameters (through the FP8 grid with
+  // fp8_param_gather), as a step does. Checkpoint loaders call it after restoring the optimizer.
+  absl::Status sync_params_from_optimizer();
 
   Decoder& policy() { return policy_; }
   const Decoder& policy() const { return policy_; }
   AdamW& optimizer() { return optimizer_; }
+  const AdamW& optimizer() const { return optimizer_; }
   const TrainerOptions& options() const { return options_; }
 
  private:
   Trainer(Decoder policy, std::optional<Decoder> reference, AdamW optimizer,
           const TrainerOptions& options);
   absl::Status validate(const std::vector<Sample>& samples, const TrainConfig& config) const;
+  // Re-quantizes every linear weight of the policy into fp8_weights_ (fp8_param_gather only).
+  absl::Status refresh_fp8_params();
 
   Decoder policy_;
   std::optional<Decoder> reference_;
   AdamW optimizer_;
   TrainerOptions options_;
   DecoderParams grads_;  // reused across steps, zeroed at the start of each
+  // fp8_param_gather: the FP8 copies the policy's linears read (shared with its LinearOptions).
+  std::shared_ptr<Fp8WeightCache> fp8_weights_;
 };
 
 }  // namespace fp8rl

@@ -25,10 +25,14 @@
 namespace fp8rl {
 
 // A BF16 GEMM problem, same orientation as GemmDesc: D[m][n] (+)= A[m,k] . B[n,k]^T row-major.
+// The `*_kmajor` flags take an operand stored the other way round, [k, rows] row-major (a linear
+// layer's weight in dgrad, activations and gradients in wgrad), with no transposed copy.
 struct Bf16GemmDesc {
   int64_t m = 0, n = 0, k = 0;
   DType out_dtype = DType::kBF16;  // kBF16 or kF32
   bool accumulate = false;
+  bool a_kmajor = false;  // A stored as [k, m]
+  bool b_kmajor = false;  // B stored as [k, n]
 
   absl::Status validate() const;
   std::string to_string() const;

@@ -218,6 +218,42 @@ __device__ __forceinline__ uint32_t int4_nibble(float level) {
   return uint32_t(__float_as_int(__fadd_rn(level, 12582912.0f)) - 0x4B400000 + 8) & 0xFu;
 }
 
+// The level of a bf16-valued x in a finite group, branch-free, as M + level in a float:
+// v0 = x * R is within 2e-6 of x / S (R = 1/S); rem = x - v0 * S is exact (fma), and
+// v1 = v0 + rem * R lands exactly on x / S whenever that is a half-integer, while every other
+// quotient of two bf16 values is at least 4.9e-4 away from one. So RN(v1 + M) = M + rne(x / S)
+// (M even: ties to even), the CPU's nearbyint(x / S). No clamp: S = bf16(max(amax / 7, 1e-5))
+// keeps |x / S| <= 7.014 for every x of the group. Checked on the host against int4_level for
+// every bf16 x and every bf16 scale a group can have (bench/NOTES.md).
+//   kInt4NibbleMagic: the low 4 bits of the result are the nibble (level + 8);
+//   kInt4LevelMagic:  result - kInt4LevelMagic is the level.
+inline constexpr float kInt4NibbleMagic = 12582920.0f;  // 1.5 * 2^23 + 8
+inline constexpr float kInt4LevelMagic = 12582912.0f;   // 1.5 * 2^23
+__device__ __forceinline__ float int4_code_bf16(float x, float scale, float rcp, float magic) {
+  const float v0 = __fmul_rn(x, rcp);
+  const float rem = __fmaf_rn(-v0, scale, x);
+  return __fadd_rn(__fmaf_rn(rem, rcp, v0), magic);
+}
+
+// Eight words whose low nibbles are elements 0..7 (bits 4-7 zero, as int4_nibble or the bits of
+// an int4_code_bf16 result with kInt4NibbleMagic give) -> one packed word, element 0 lowest.
+__device__ __forceinline__ uint32_t pack_nibbles8(const uint32_t* n) {
+  // n0 + (n1 << 4) leaves bits 8-15 zero for both kinds of input (0x4B400000 * 17 = 0xFF400000).
+  const uint32_t b01 = n[0] + (n[1] << 4), b23 = n[2] + (n[3] << 4);
+  const uint32_t b45 = n[4] + (n[5] << 4), b67 = n[6] + (n[7] << 4);
+  return __byte_perm(b01 + (b23 << 8), b45 + (b67 << 8), 0x5410);
+}
+
+// Max of the magnitudes of the four bf16 (or f16) pairs of a 16-byte chunk, per 16-bit half.
+__device__ __forceinline__ uint32_t mag16x2_max(const uint4& c, uint32_t acc) {
+  constexpr uint32_t m = 0x7fff7fffu;
+  return __vimax3_u16x2(__vimax3_u16x2(acc, c.x & m, c.y & m), c.z & m, c.w & m);
+}
+// The larger half of mag16x2_max's result, as a float32 key of the bf16 values.
+__device__ __forceinline__ uint32_t bf16_key_of(uint32_t m2) {
+  return max(m2 & 0xffffu, m2 >> 16) << 16;
+}
+
 // --- memory ---------------------------------------------------------------------------------
 
 // Streaming 16-byte load/store (read or written once: do not keep in L1/L2 longer than needed).

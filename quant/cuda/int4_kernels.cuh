@@ -2,10 +2,14 @@
 // (y = level * scale in the source dtype) and compressed-tensors packing (int32 words of 8
 // nibbles + bf16 scales), with source loaders that may dequantize FP8 and round to bf16 first.
 //
-// Fast path (cols % 8 == 0, group_size = 8 * L with L a power of two <= 32, 16-byte aligned
-// buffers): L consecutive lanes own one (row, group), 8 elements each; the group amax is a
-// shuffle reduction. Otherwise a per-(row, group) / per-word path with the same results.
+// Fast path (group_size a power of two in [unit, 256], cols a multiple of the unit, 16-byte
+// aligned buffers): int4_group_kernel, LG lanes per (row, group), E elements a lane, amax by
+// 16-bit SIMD max and a shuffle over the LG lanes, one scale per lane and group, branch-free
+// levels for bf16 values (int4_code_bf16), 8 nibbles per 32-bit store. Otherwise a
+// per-(row, group) / per-word path with the same results.
 #pragma once
+
+#include <algorithm>
 
 #include "quant/cuda/device_numerics.cuh"
 
@@ -20,70 +24,151 @@ struct Int4Args {
   unsigned long long* first_bad = nullptr;  // pack: smallest flat index of a non-finite input
   const float* src_s = nullptr;             // FP8 source: 128x128 scale_inv
   int64_t src_s_ld = 0;
+  uint32_t tiles_per_row = 0;  // fast path: warp tiles per row (set by launch_int4)
 };
+// --- loaders ---------------------------------------------------------------------------------
+// Each reads the source as the CPU reference sees it (bf16-rounded where the export rounds).
+//   load1(): one element as float32 bits (generic kernels and the non-finite scans; bits, not
+//            floats: the amax key of a NaN is taken from its bits, see amax_fold_bits).
+//   Fast path, a "unit" of kUnit consecutive elements (one lane's share of one 16-byte load, or
+//   two for f32): load() issues its loads; unit() decodes them into floats and returns the amax
+//   key of the CPU's values. unit() may hand back the values divided by a power of two k (FP8
+//   with a power-of-2 block scale: the e4m3 values themselves); the kernel divides S by k to match.
+//   kBF16Values: every value (times k) is a bf16, so int4_code_bf16 is exact for it.
 
-// --- loaders: 8 aligned elements (fast path) or one element, as float32 bit patterns ----------
-// (bits, not floats: the amax key of a NaN is taken from its bits, see amax_fold_bits)
+__device__ __forceinline__ const uint8_t* src_at(const Int4Args& a, int64_t r, int64_t c,
+                                                 int bytes) {
+  return static_cast<const uint8_t*>(a.x) + (r * a.cols + c) * bytes;
+}
 
 struct I4LoadF32 {
   using Out = float;
-  __device__ static void load8(const Int4Args& a, int64_t r, int64_t c, uint32_t* o) {
-    const uint8_t* p = static_cast<const uint8_t*>(a.x) + (r * a.cols + c) * 4;
-    const uint4 u0 = ld_stream16(p), u1 = ld_stream16(p + 16);
-    o[0] = u0.x, o[1] = u0.y, o[2] = u0.z, o[3] = u0.w;
-    o[4] = u1.x, o[5] = u1.y, o[6] = u1.z, o[7] = u1.w;
+  static constexpr int kUnit = 8, kBytes = 4;
+  static constexpr bool kBF16Values = false, kScaled = false;
+  struct Raw {
+    uint4 lo, hi;
+  };
+  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+    const uint8_t* p = src_at(a, r, c, 4);
+    return {ld_stream16(p), ld_stream16(p + 16)};
+  }
+  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float* x, float&) {
+    const uint32_t b[8] = {w.lo.x, w.lo.y, w.lo.z, w.lo.w, w.hi.x, w.hi.y, w.hi.z, w.hi.w};
+    uint32_t key = 0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      x[e] = __uint_as_float(b[e]);
+      key = amax_fold_bits(key, b[e]);
+    }
+    return key;
   }
   __device__ static uint32_t load1(const Int4Args& a, int64_t r, int64_t c) {
     return static_cast<const uint32_t*>(a.x)[r * a.cols + c];
   }
 };
+
+// A unit of eight bf16 values (four bf16x2 words) -> floats and their amax key.
+__device__ __forceinline__ uint32_t bf16_unit(const uint4& w, float* x) {
+  const uint32_t b[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    x[2 * i] = __uint_as_float(b[i] << 16);
+    x[2 * i + 1] = __uint_as_float(b[i] & 0xffff0000u);
+  }
+  return bf16_key_of(mag16x2_max(w, 0));
+}
+
 struct I4LoadBF16 {
   using Out = uint16_t;
-  __device__ static void load8(const Int4Args& a, int64_t r, int64_t c, uint32_t* o) {
-    const uint4 u = ld_stream16(static_cast<const uint8_t*>(a.x) + (r * a.cols + c) * 2);
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      o[2 * i] = w[i] << 16;
-      o[2 * i + 1] = w[i] & 0xffff0000u;
-    }
+  static constexpr int kUnit = 8, kBytes = 2;
+  static constexpr bool kBF16Values = true, kScaled = false;
+  struct Raw {
+    uint4 w;
+  };
+  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+    return {ld_stream16(src_at(a, r, c, 2))};
+  }
+  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float* x, float&) {
+    return bf16_unit(w.w, x);
   }
   __device__ static uint32_t load1(const Int4Args& a, int64_t r, int64_t c) {
     return uint32_t(static_cast<const uint16_t*>(a.x)[r * a.cols + c]) << 16;
   }
 };
+
+// f32 master weights rounded to bf16 (export). A NaN is canonicalised by the hardware rounding,
+// but it makes the group non-finite either way (the scan reads the exact bits through load1).
 struct I4LoadF32AsBF16 {
-  __device__ static void load8(const Int4Args& a, int64_t r, int64_t c, uint32_t* o) {
-    I4LoadF32::load8(a, r, c, o);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t b = bf16x2_bits(__uint_as_float(o[2 * i]), __uint_as_float(o[2 * i + 1]));
-      o[2 * i] = b << 16;
-      o[2 * i + 1] = b & 0xffff0000u;
-    }
+  static constexpr int kUnit = 8, kBytes = 4;
+  static constexpr bool kBF16Values = true, kScaled = false;
+  using Raw = I4LoadF32::Raw;
+  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+    return I4LoadF32::load(a, r, c);
+  }
+  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float* x, float&) {
+    const uint4 h = make_uint4(bf16x2_bits_nonan(__uint_as_float(w.lo.x), __uint_as_float(w.lo.y)),
+                               bf16x2_bits_nonan(__uint_as_float(w.lo.z), __uint_as_float(w.lo.w)),
+                               bf16x2_bits_nonan(__uint_as_float(w.hi.x), __uint_as_float(w.hi.y)),
+                               bf16x2_bits_nonan(__uint_as_float(w.hi.z), __uint_as_float(w.hi.w)));
+    return bf16_unit(h, x);
   }
   __device__ static uint32_t load1(const Int4Args& a, int64_t r, int64_t c) {
     return f32_to_bf16_bits(__uint_as_float(I4LoadF32::load1(a, r, c))) << 16;
   }
 };
+
+// FP8 (e4m3 with a 128x128 scale_inv s) dequantized and rounded to bf16 (export). The bytes are
+// widened by the hardware e4m3x2 -> f16x2 conversion (exact); the amax comes from the largest f16
+// magnitude (|e4m3| orders like its f16 bits, and bf16(e4m3 * s) is monotone in |e4m3|). With a
+// power-of-2 s in [2^-60, 2^60], bf16(e4m3 * s) = e4m3 * s exactly, so the unit hands back the
+// e4m3 values with k = s; otherwise the CPU's values themselves.
 struct I4LoadFP8AsBF16 {
+  static constexpr int kUnit = 16, kBytes = 1;
+  static constexpr bool kBF16Values = true, kScaled = true;
+  struct Raw {
+    uint4 w;
+    float s;
+  };
   __device__ static float block_scale(const Int4Args& a, int64_t r, int64_t c) {
     return a.src_s[(r / kTile) * a.src_s_ld + c / kTile];
   }
-  __device__ static void load8(const Int4Args& a, int64_t r, int64_t c, uint32_t* o) {
-    const float s = block_scale(a, r, c);
-    const uint2 u =
-        *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(a.x) + r * a.cols + c);
-    const uint32_t w[2] = {u.x, u.y};
+  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+    return {ld_stream16(src_at(a, r, c, 1)), block_scale(a, r, c)};
+  }
+  __device__ static uint32_t unit(const Int4Args&, const Raw& raw, float* x, float& k) {
+    const uint32_t b[4] = {raw.w.x, raw.w.y, raw.w.z, raw.w.w};
+    uint32_t h[8];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t b2 = w[i / 2] >> (16 * (i % 2));
-      const float2 f = e4m3x2_to_f32x2(b2);
-      const uint32_t b =
-          bf16x2_bits(dequant_elem(f.x, b2 & 0xffu, s), dequant_elem(f.y, (b2 >> 8) & 0xffu, s));
-      o[2 * i] = b << 16;
-      o[2 * i + 1] = b & 0xffff0000u;
+      const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(b[i]), __NV_E4M3);
+      const __half2_raw hi =
+          __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(b[i] >> 16), __NV_E4M3);
+      h[2 * i] = uint32_t(lo.x) | (uint32_t(lo.y) << 16);
+      h[2 * i + 1] = uint32_t(hi.x) | (uint32_t(hi.y) << 16);
     }
+    const uint32_t m2 = mag16x2_max(make_uint4(h[4], h[5], h[6], h[7]),
+                                    mag16x2_max(make_uint4(h[0], h[1], h[2], h[3]), 0));
+    const float dmax = __half2float(__ushort_as_half(uint16_t(max(m2 & 0xffffu, m2 >> 16))));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      x[2 * i] = __half2float(__ushort_as_half(uint16_t(h[i])));
+      x[2 * i + 1] = __half2float(__ushort_as_half(uint16_t(h[i] >> 16)));
+    }
+    const float s = raw.s;
+    const uint32_t sb = __float_as_uint(s);
+    if ((sb & 0x807fffffu) == 0 && sb - 0x21800000u <= 0x3c000000u) {  // 2^-60 <= s <= 2^60
+      k = s;  // dmax * s is exact (a NaN byte: NaN, a non-finite key either way)
+      return __float_as_uint(__fmul_rn(dmax, s)) & 0x7fffffffu;
+    }
+    // Any other s: the CPU's values (only finite groups use them: no NaN here), in a branch of
+    // its own (predicated alongside the power-of-2 case it would cost that case its instructions).
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t r = bf16x2_bits_nonan(__fmul_rn(x[2 * i], s), __fmul_rn(x[2 * i + 1], s));
+      x[2 * i] = __uint_as_float(r << 16), x[2 * i + 1] = __uint_as_float(r & 0xffff0000u);
+    }
+    return is_nan(dmax) ? 0x7fc00000u  // a NaN byte
+                        : (f32_to_bf16_bits(mul_x86(dmax, s)) << 16) & 0x7fffffffu;
   }
   __device__ static uint32_t load1(const Int4Args& a, int64_t r, int64_t c) {
     const uint8_t b = static_cast<const uint8_t*>(a.x)[r * a.cols + c];
@@ -105,66 +190,139 @@ __device__ __forceinline__ void note_bad(const Int4Args& a, float v, int64_t r, 
   if (!isfinite(v)) atomicMin(a.first_bad, (unsigned long long)(r * a.cols + c));
 }
 
-// Fast path: one thread = 8 elements of one (row, group) in each of kU independent slots (their
-// loads are all issued before any use: more bytes in flight); kL consecutive lanes = one group.
-constexpr int kU = 2;
+// --- fast path ---------------------------------------------------------------------------------
+// Geometry for group size kG and loader L: a lane owns E elements of one (row, group) in NU units;
+// unit u of lane j is unit u * LG + j of the group, so the LG lanes of a group read LG
+// consecutive units with each load. A warp "tile" is 32 / LG groups of one row; a warp takes KT
+// consecutive tiles and issues all their loads before using any: up to 128 bytes a lane, and at
+// most 64 elements (more raw registers cost occupancy: FP8 with 4 tiles ran at 2 CTAs per SM).
+template <class L, int kG>
+struct I4Geom {
+  static constexpr int E = kG >= 128 ? 32 : (kG / 4 > L::kUnit ? kG / 4 : L::kUnit);
+  static constexpr int NU = E / L::kUnit, LG = kG / E, TW = 32 * E;
+  static constexpr int KT = E * L::kBytes >= 128 ? 1 : std::min(128 / (E * L::kBytes), 64 / E);
+  static_assert(kG % L::kUnit == 0 && LG >= 1 && LG <= 32, "unsupported INT4 group size");
+};
 
-template <class L, int kL, bool kPack>
-__global__ void __launch_bounds__(256) int4_group_kernel(const Int4Args a) {
-  uint32_t v[kU][8];  // float32 bits
-  int64_t r[kU], g[kU], c[kU];
-  bool valid[kU];
-  int j[kU];
+// A group holding inf or NaN (rare): the pack records the first non-finite element (its outputs
+// are meaningless then), the fake-quant takes the exact element-by-element path. Inline (a call
+// would copy the kernel's arguments to the stack on the hot path), loops kept rolled.
+template <class L, int kG, bool kPack>
+__device__ __forceinline__ void int4_nonfinite_lane(const Int4Args& a, int64_t r, int64_t col0,
+                                                    int j, uint32_t key) {
+  using G = I4Geom<L, kG>;
+  const float s = int4_scale(key);
+#pragma unroll 1
+  for (int u = 0; u < G::NU; ++u) {
+    const int64_t c0 = col0 + int64_t(u * G::LG + j) * L::kUnit;
+    if (c0 >= a.cols) break;
+#pragma unroll 1
+    for (int e = 0; e < L::kUnit; ++e) {
+      const float v = __uint_as_float(L::load1(a, r, c0 + e));
+      if constexpr (kPack) {
+        note_bad(a, v, r, c0 + e);
+      } else {
+        using Out = typename L::Out;
+        store_fake1(static_cast<Out*>(a.y) + r * a.cols + c0 + e, int4_level(v, s), s);
+      }
+    }
+  }
+}
+
+// FP8 sources: registers capped for 4 CTAs (32 warps) per SM (a 4-12 byte spill, outside the
+// element loop); the other sources are left to the compiler.
+template <class L, int kG, bool kPack>
+__global__ void __launch_bounds__(256, L::kBytes == 1 ? 4 : 1) int4_group_kernel(const Int4Args a) {
+  using G = I4Geom<L, kG>;
+  constexpr int U = L::kUnit;
+  const int lane = threadIdx.x & 31, gl = lane / G::LG, j = lane % G::LG;
+  const uint32_t first = (blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5)) * G::KT;
+  typename L::Raw raw[G::KT][G::NU];
+  int64_t row[G::KT], col0[G::KT];  // col0: the lane's group's first column
 #pragma unroll
-  for (int u = 0; u < kU; ++u) {
-    const int64_t idx = (int64_t(blockIdx.x) * kU + u) * blockDim.x + threadIdx.x;
-    const int64_t item = idx / kL;  // row * groups + group
-    j[u] = int(idx % kL);
-    r[u] = item / a.groups, g[u] = item % a.groups;
-    c[u] = g[u] * a.group_size + 8 * j[u];
-    valid[u] = r[u] < a.rows && c[u] < a.cols;  // c + 8 <= cols since cols % 8 == 0
-    if (valid[u]) L::load8(a, r[u], c[u], v[u]);
+  for (int t = 0; t < G::KT; ++t) {
+    const uint32_t tile = first + t;  // past the last tile: row >= rows
+    const uint32_t r = tile / a.tiles_per_row;
+    row[t] = r;
+    col0[t] = int64_t(tile - r * a.tiles_per_row) * G::TW + gl * kG;
+#pragma unroll
+    for (int u = 0; u < G::NU; ++u) {
+      const int64_t c = col0[t] + (u * G::LG + j) * U;
+      raw[t][u] = r < a.rows && c < a.cols ? L::load(a, r, c) : typename L::Raw{};
+    }
   }
 #pragma unroll
-  for (int u = 0; u < kU; ++u) {
+  for (int t = 0; t < G::KT; ++t) {
+    const int64_t r = row[t];
+    float x[G::NU][U], k[G::NU];
     uint32_t key = 0;
-    if (valid[u]) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) key = amax_fold_bits(key, v[u][e]);
+    for (int u = 0; u < G::NU; ++u) {
+      k[u] = 1.f;
+      key = max(key, L::unit(a, raw[t][u], x[u], k[u]));  // zero units add a zero key
     }
-    key = group_amax<kL>(key);
-    if (!valid[u]) continue;
-    const float s = int4_scale(key);
-    const float rcp = __fdiv_rn(1.0f, s);
-    const bool fast = int4_fast_ok(s);
-    if constexpr (kPack) {
-      uint32_t word = 0;
+    key = group_amax<G::LG>(key);
+    if (r >= a.rows || col0[t] + j * U >= a.cols) continue;  // this lane has no unit
+    if (key >= 0x7f800000u) {
+      int4_nonfinite_lane<L, kG, kPack>(a, r, col0[t], j, key);
+      continue;
+    }
+    const float s = int4_scale(key), rcp = __frcp_rn(s);
+    if (kPack && j == 0) a.scale[r * a.groups + col0[t] / kG] = uint16_t(f32_to_bf16_bits(s));
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float x = __uint_as_float(v[u][e]);
-        note_bad(a, x, r[u], c[u] + e);
-        word |= int4_nibble(int4_level_fast(x, s, rcp, fast)) << (4 * e);
+    for (int u = 0; u < G::NU; ++u) {
+      const int64_t c = col0[t] + (u * G::LG + j) * U;
+      if (c >= a.cols) break;
+      float su = s, ru = rcp;  // the values are the CPU's divided by k (a power of two): so are
+      if (L::kScaled) {        // S and 1/S, exactly
+        su = __fmul_rn(s, __uint_as_float(0x7f000000u - __float_as_uint(k[u])));
+        ru = __fmul_rn(rcp, k[u]);
       }
-      a.packed[r[u] * a.packed_cols + c[u] / 8] = int32_t(word);
-      if (j[u] == 0) a.scale[r[u] * a.groups + g[u]] = uint16_t(f32_to_bf16_bits(s));
-    } else {
-      using Out = typename L::Out;
-      float f[8];
+      if constexpr (kPack) {
+        uint32_t n[U];
 #pragma unroll
-      for (int e = 0; e < 8; ++e)
-        f[e] = mul_x86(int4_level_fast(__uint_as_float(v[u][e]), s, rcp, fast), s);
-      uint8_t* p = static_cast<uint8_t*>(a.y) + (r[u] * a.cols + c[u]) * sizeof(Out);
-      if constexpr (sizeof(Out) == 2) {
-        uint32_t w[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          w[i] = f32_to_bf16_bits(f[2 * i]) | (f32_to_bf16_bits(f[2 * i + 1]) << 16);
-        st_stream16(p, make_uint4(w[0], w[1], w[2], w[3]));
+        for (int e = 0; e < U; ++e) {
+          if constexpr (L::kBF16Values)
+            n[e] = __float_as_uint(int4_code_bf16(x[u][e], su, ru, kInt4NibbleMagic));
+          else
+            n[e] = int4_nibble(int4_level_fast(x[u][e], s, rcp, int4_fast_ok(s)));
+        }
+        int32_t* p = a.packed + r * a.packed_cols + c / 8;
+        if constexpr (U == 16) {  // 8-byte aligned: cols % 16 == 0 and packed 8-byte aligned
+          __stcs(reinterpret_cast<int2*>(p),
+                 make_int2(int(pack_nibbles8(n)), int(pack_nibbles8(n + 8))));
+        } else {
+          __stcs(reinterpret_cast<int*>(p), int(pack_nibbles8(n)));
+        }
       } else {
-        st_stream16(p, make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]),
-                                  __float_as_uint(f[2]), __float_as_uint(f[3])));
-        st_stream16(p + 16, make_uint4(__float_as_uint(f[4]), __float_as_uint(f[5]),
-                                       __float_as_uint(f[6]), __float_as_uint(f[7])));
+        using Out = typename L::Out;
+        float f[U];
+#pragma unroll
+        for (int e = 0; e < U; ++e) {
+          if constexpr (L::kBF16Values) {  // level * S exactly, with the sign of x (-0 too)
+            const float lv =
+                __fsub_rn(int4_code_bf16(x[u][e], s, rcp, kInt4LevelMagic), kInt4LevelMagic);
+            f[e] = __uint_as_float((__float_as_uint(__fmul_rn(lv, s)) & 0x7fffffffu) |
+                                   (__float_as_uint(x[u][e]) & 0x80000000u));
+          } else {
+            f[e] = __fmul_rn(int4_level_fast(x[u][e], s, rcp, int4_fast_ok(s)), s);
+          }
+        }
+        uint8_t* p = static_cast<uint8_t*>(a.y) + (r * a.cols + c) * sizeof(Out);
+        if constexpr (sizeof(Out) == 2) {
+          uint32_t w[U / 2];
+#pragma unroll
+          for (int i = 0; i < U / 2; ++i) w[i] = bf16x2_bits_nonan(f[2 * i], f[2 * i + 1]);
+#pragma unroll
+          for (int i = 0; i < U / 8; ++i)
+            st_stream16(p + 16 * i, make_uint4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]));
+        } else {
+#pragma unroll
+          for (int i = 0; i < U / 4; ++i)
+            st_stream16(p + 16 * i,
+                        make_uint4(__float_as_uint(f[4 * i]), __float_as_uint(f[4 * i + 1]),
+                                   __float_as_uint(f[4 * i + 2]), __float_as_uint(f[4 * i + 3])));
+        }
       }
     }
   }
@@ -218,29 +376,40 @@ __global__ void __launch_bounds__(256) int4_pack_generic_kernel(const Int4Args a
 
 inline unsigned blocks_for(int64_t threads) { return unsigned((threads + 255) / 256); }
 
+template <class L, int kG, bool kPack>
+cudaError_t launch_int4_fast(Int4Args a, cudaStream_t stream) {
+  using G = I4Geom<L, kG>;
+  a.tiles_per_row = uint32_t((a.cols + G::TW - 1) / G::TW);
+  const int64_t warps = (a.rows * a.tiles_per_row + G::KT - 1) / G::KT;
+  int4_group_kernel<L, kG, kPack><<<unsigned((warps + 7) / 8), 256, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
 // Launches the fake-quant (kPack false) or the pack (kPack true) of a over every row.
-// vec: cols % 8 == 0 and the buffers 16-byte aligned (8-byte for an FP8 source).
+// vec: cols % 8 == 0 and the source (and fake-quant output) 16-byte aligned.
 template <class L, bool kPack>
 cudaError_t launch_int4(const Int4Args& a, bool vec, cudaStream_t stream) {
-  const int64_t lanes = a.group_size / 8;
-  const bool fast = vec && a.group_size % 8 == 0 && lanes <= 32 && (lanes & (lanes - 1)) == 0;
+  const int64_t g = a.group_size;
+  // Tile indices are 32-bit: tiles span >= 256 columns of a row, keep fewer than 2^30 of them.
+  const bool fast = vec && a.cols % L::kUnit == 0 && g >= L::kUnit && g <= 256 &&
+                    (L::kUnit < 16 || (reinterpret_cast<uintptr_t>(a.packed) & 7) == 0) &&
+                    (g & (g - 1)) == 0 && a.rows * ((a.cols + 255) / 256) < (int64_t(1) << 30);
   if (fast) {
-    const int64_t threads = a.rows * a.groups * lanes;
-    const unsigned blocks = blocks_for((threads + kU - 1) / kU);
-    switch (lanes) {
-#define FP8RL_INT4_CASE(n)                                         \
-  case n:                                                          \
-    int4_group_kernel<L, n, kPack><<<blocks, 256, 0, stream>>>(a); \
-    break;
-      FP8RL_INT4_CASE(1)
-      FP8RL_INT4_CASE(2)
-      FP8RL_INT4_CASE(4)
-      FP8RL_INT4_CASE(8)
-      FP8RL_INT4_CASE(16)
-      FP8RL_INT4_CASE(32)
-#undef FP8RL_INT4_CASE
+    switch (g) {
+      case 8:
+        if constexpr (L::kUnit <= 8) return launch_int4_fast<L, 8, kPack>(a, stream);
+        break;
+      case 16:
+        return launch_int4_fast<L, 16, kPack>(a, stream);
+      case 32:
+        return launch_int4_fast<L, 32, kPack>(a, stream);
+      case 64:
+        return launch_int4_fast<L, 64, kPack>(a, stream);
+      case 128:
+        return launch_int4_fast<L, 128, kPack>(a, stream);
+      default:
+        return launch_int4_fast<L, 256, kPack>(a, stream);
     }
-    return cudaGetLastError();
   }
   if constexpr (kPack) {
     int4_scale_generic_kernel<L><<<blocks_for(a.rows * a.groups), 256, 0, stream>>>(a);

@@ -1,14 +1,17 @@
 // The 128x128-tile quantization kernel shared by quantize_1x128/128x128 and the fused weight
-// export: one CTA of 256 threads loads one 128x128 tile of the source (16-byte loads, 64 elements a
-// thread), then produces any of
-//   kRow   1x128 rowwise tiles     (row amax over 128/V lanes by shuffles, quantize from registers)
-//   kCol   1x128 columnwise tiles  (the raw tile goes through swizzled shared memory; each thread
-//                                   owns 16 consecutive rows of one column and stores 16 bytes of
-//                                   the transposed copy)
+// export: a CTA brings 128x128 source tiles into shared memory (cp.async, two stages), then
+// produces any of
+//   kRow   1x128 rowwise tiles     (8 lanes a row, CPR / 8 chunks a lane, amax by shuffles)
+//   kCol   1x128 columnwise tiles  (each thread owns 16 consecutive rows of one 4-byte column
+//                                   word and stores 16 bytes of the transposed copy)
 //   kBlock one 128x128 block       (CTA-wide amax)
-// A source "loader" turns 16 raw bytes into V floats: plain f32/bf16, or the export loaders that
-// dequantize FP8 and/or round to bf16 on the way in.
+// A source "loader" folds raw 16-byte chunks into an amax (in its own domain: SIMD max of bf16 or
+// byte magnitudes, say) and turns them into V floats: plain f32/bf16, or the export loaders that
+// dequantize FP8 and/or round to bf16 on the way in. Full tiles (in bounds, aligned) and edge
+// tiles run separate copies of the tile code, so the common one carries no bounds checks.
 #pragma once
+
+#include <algorithm>
 
 #include "quant/cuda/device_numerics.cuh"
 #include "quant/cuda/quant_tuning.h"
@@ -34,28 +37,50 @@ struct TileArgs {
 };
 
 // --- loaders: kBytes per source element, V = 16 / kBytes elements per 16-byte chunk ----------
-// decode() turns one raw chunk into V floats; elem() one 2- or 4-byte element (columnwise pass).
+//   fold(acc, chunk) / key(acc): the chunk amax in the loader's domain, then as the float32 key of
+//     the CPU's values (acc starts at 0; keys of several threads merge by unsigned max);
+//   raw_ok(): whether fold/key apply (else the kernel decodes and folds the floats);
+//   decode(chunk, out, may_nan): V floats (may_nan: the tile's amax is NaN);
+//   elem(bits) (2- and 4-byte sources, columnwise pass): one element; col_fold/col_key: the
+//     amax of a column word over rows, per element of the word;
+//   identity(scale, nan_key): the requantized block is the source bytes (FP8 -> FP8 export).
 
-// raw_amax_ok()/raw_amax_key(): a loader that can read a chunk's amax key off the raw bytes says
-// so; the others decode.
-struct NoRawAmax {
-  __device__ bool raw_amax_ok() const { return false; }
-  __device__ uint32_t raw_amax_key(const uint4&) const { return 0; }
+struct LoadBase {
+  __device__ bool raw_ok() const { return true; }
+  __device__ bool identity(float, bool) const { return false; }
 };
 
-struct LoadF32 : NoRawAmax {
+struct LoadF32 : LoadBase {
   static constexpr int kBytes = 4;
   __device__ LoadF32(const TileArgs&, int64_t, int64_t) {}
+  __device__ static uint32_t fold(uint32_t acc, const uint4& c) {
+    constexpr uint32_t m = 0x7fffffffu;
+    return max(max(acc, c.x & m), max(max(c.y & m, c.z & m), c.w & m));
+  }
+  __device__ uint32_t key(uint32_t acc) const { return acc; }
   __device__ float elem(uint32_t bits) const { return __uint_as_float(bits); }
+  __device__ uint32_t col_fold(uint32_t acc, uint32_t w) const { return max(acc, w & 0x7fffffffu); }
+  __device__ static uint32_t col_merge(uint32_t a, uint32_t b) { return max(a, b); }
+  __device__ uint32_t col_key(uint32_t acc, int) const { return acc; }
   __device__ void decode(const uint4& c, float* o, bool) const {
     o[0] = __uint_as_float(c.x), o[1] = __uint_as_float(c.y);
     o[2] = __uint_as_float(c.z), o[3] = __uint_as_float(c.w);
   }
 };
-struct LoadBF16 : NoRawAmax {
+struct LoadBF16 : LoadBase {
   static constexpr int kBytes = 2;
   __device__ LoadBF16(const TileArgs&, int64_t, int64_t) {}
+  __device__ uint32_t fold(uint32_t acc, const uint4& c) const { return mag16x2_max(c, acc); }
+  __device__ uint32_t key(uint32_t acc) const { return bf16_key_of(acc); }
   __device__ float elem(uint32_t bits) const { return bf16_bits_to_f32(bits); }
+  // A word holds two columns: their amax side by side, as bf16 magnitudes.
+  __device__ uint32_t col_fold(uint32_t acc, uint32_t w) const {
+    return __vmaxu2(acc, w & 0x7fff7fffu);
+  }
+  __device__ static uint32_t col_merge(uint32_t a, uint32_t b) { return __vmaxu2(a, b); }
+  __device__ uint32_t col_key(uint32_t acc, int e) const {
+    return ((acc >> (16 * e)) & 0xffffu) << 16;
+  }
   __device__ void decode(const uint4& c, float* o, bool) const {
     const uint32_t w[4] = {c.x, c.y, c.z, c.w};
 #pragma unroll
@@ -67,10 +92,13 @@ struct LoadBF16 : NoRawAmax {
 };
 // f32 master weights rounded to bf16 (export). Rounding is monotone, so the block amax is the
 // rounded amax of the raw f32 keys (a NaN key stays NaN: the scale is 1 either way).
-struct LoadF32AsBF16 {
+struct LoadF32AsBF16 : LoadBase {
   static constexpr int kBytes = 4;
   __device__ LoadF32AsBF16(const TileArgs&, int64_t, int64_t) {}
-  __device__ float elem(uint32_t bits) const { return round_to_bf16(__uint_as_float(bits)); }
+  __device__ uint32_t fold(uint32_t acc, const uint4& c) const { return LoadF32::fold(acc, c); }
+  __device__ uint32_t key(uint32_t acc) const {
+    return acc > 0x7f800000u ? 0x7fc00000u : (f32_to_bf16_bits(__uint_as_float(acc)) << 16);
+  }
   __device__ void decode(const uint4& c, float* o, bool may_nan) const {
     const uint32_t lo = may_nan ? bf16x2_bits(__uint_as_float(c.x), __uint_as_float(c.y))
                                 : bf16x2_bits_nonan(__uint_as_float(c.x), __uint_as_float(c.y));
@@ -78,12 +106,6 @@ struct LoadF32AsBF16 {
                                 : bf16x2_bits_nonan(__uint_as_float(c.z), __uint_as_float(c.w));
     o[0] = __uint_as_float(lo << 16), o[1] = __uint_as_float(lo & 0xffff0000u);
     o[2] = __uint_as_float(hi << 16), o[3] = __uint_as_float(hi & 0xffff0000u);
-  }
-  __device__ bool raw_amax_ok() const { return true; }
-  __device__ uint32_t raw_amax_key(const uint4& c) const {
-    const uint32_t k =
-        max(max(c.x & 0x7fffffffu, c.y & 0x7fffffffu), max(c.z & 0x7fffffffu, c.w & 0x7fffffffu));
-    return k > 0x7f800000u ? 0x7fc00000u : (f32_to_bf16_bits(__uint_as_float(k)) << 16);
   }
 };
 // FP8 with 128x128 scale_inv, dequantized and rounded to bf16 (export). The tile is one source
@@ -93,25 +115,36 @@ struct LoadFP8AsBF16 {
   float s;
   __device__ LoadFP8AsBF16(const TileArgs& a, int64_t rt, int64_t ct)
       : s(a.src_s[rt * a.src_s_ld + ct]) {}
-  __device__ float elem(uint32_t bits) const {
-    return round_to_bf16(mul_x86(e4m3_byte_to_f32(bits), s));
-  }
   // For a finite s, key(bf16(e4m3(b) * s)) depends on b only through b & 0x7F and does not
   // decrease with it (scaling by |s| and rounding are monotone); 0x7F is NaN, whose key
-  // (0x7FC00000) is above every other. So the largest b & 0x7F of a chunk gives its amax key.
-  __device__ bool raw_amax_ok() const { return (__float_as_uint(s) & 0x7f800000u) != 0x7f800000u; }
-  __device__ uint32_t raw_amax_key(const uint4& c) const {
-    const uint32_t m4 = __vmaxu4(__vmaxu4(c.x & 0x7f7f7f7fu, c.y & 0x7f7f7f7fu),
-                                 __vmaxu4(c.z & 0x7f7f7f7fu, c.w & 0x7f7f7f7fu));
-    const uint32_t m2 = __vmaxu4(m4, m4 >> 16);
-    const uint32_t m = max(m2 & 0xffu, (m2 >> 8) & 0xffu);
+  // (0x7FC00000) is above every other. So the largest b & 0x7F of the tile gives its amax key:
+  // folded as two 16-bit lanes of byte magnitudes.
+  __device__ bool raw_ok() const { return (__float_as_uint(s) & 0x7f800000u) != 0x7f800000u; }
+  __device__ uint32_t fold(uint32_t acc, const uint4& c) const {
+    const uint32_t w[4] = {c.x & 0x7f7f7f7fu, c.y & 0x7f7f7f7fu, c.z & 0x7f7f7f7fu,
+                           c.w & 0x7f7f7f7fu};
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      acc = __vimax3_u16x2(acc, w[i] & 0x00ff00ffu, w[i] >> 8 & 0x00ff00ffu);
+    return acc;
+  }
+  __device__ uint32_t key(uint32_t acc) const {
+    const uint32_t m = max(acc & 0xffffu, acc >> 16);
     if (m == 0x7fu) return 0x7fc00000u;
     return amax_key(round_to_bf16(mul_x86(e4m3_byte_to_f32(m), s)));
+  }
+  // With a power-of-2 s in [2^-60, 2^60], bf16(e4m3(b) * s) = e4m3(b) * s exactly; when the new
+  // scale is 1 / s (the usual case: the source block was quantized by the same rule), every
+  // e4m3(x * scale) is e4m3(e4m3(b)) = b. A NaN amax (some NaN byte) takes the general path.
+  __device__ bool identity(float scale, bool nan_key) const {
+    const uint32_t sb = __float_as_uint(s);
+    return !nan_key && (sb & 0x807fffffu) == 0 && sb >= 0x21800000u && sb <= 0x5d800000u &&
+           __fmul_rn(scale, s) == 1.0f;
   }
   // may_nan false: no NaN byte in the tile and a finite scale, so no product is NaN.
   __device__ void decode(const uint4& c, float* o, bool may_nan) const {
     const uint32_t w[4] = {c.x, c.y, c.z, c.w};
-    const bool slow = may_nan || !raw_amax_ok();
+    const bool slow = may_nan || !raw_ok();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
 #pragma unroll
@@ -159,14 +192,21 @@ __device__ __forceinline__ uint4 gather_chunk(const uint8_t* x, int64_t rows, in
 }
 
 // e4m3(v[i] * scale) for N floats (N a multiple of 4), element 0 in the lowest byte.
-// may_nan: the tile's amax key is NaN (only then can an element be NaN).
+// may_nan: the tile's amax key is NaN (only then can an element be NaN); decided once for the run.
+template <int N, bool kMayNan>
+__device__ __forceinline__ void quantize_run_as(const float* v, float scale, uint32_t* out) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i)
+    out[i] = e4m3x2_scaled(v[4 * i], v[4 * i + 1], scale, kMayNan) |
+             (e4m3x2_scaled(v[4 * i + 2], v[4 * i + 3], scale, kMayNan) << 16);
+}
 template <int N>
 __device__ __forceinline__ void quantize_run(const float* v, float scale, uint32_t* out,
                                              bool may_nan) {
-#pragma unroll
-  for (int i = 0; i < N / 4; ++i)
-    out[i] = e4m3x2_scaled(v[4 * i], v[4 * i + 1], scale, may_nan) |
-             (e4m3x2_scaled(v[4 * i + 2], v[4 * i + 3], scale, may_nan) << 16);
+  if (may_nan)
+    quantize_run_as<N, true>(v, scale, out);
+  else
+    quantize_run_as<N, false>(v, scale, out);
 }
 __device__ __forceinline__ bool key_is_nan(uint32_t key) { return key > 0x7f800000u; }
 
@@ -180,9 +220,9 @@ __device__ __forceinline__ void store_row_bytes(uint8_t* q, const uint32_t* b, b
     if constexpr (V == 16)
       st_stream16(p, make_uint4(b[0], b[1], b[2], b[3]));
     else if constexpr (V == 8)
-      *reinterpret_cast<uint2*>(p) = make_uint2(b[0], b[1]);
+      __stcs(reinterpret_cast<uint2*>(p), make_uint2(b[0], b[1]));
     else
-      *reinterpret_cast<uint32_t*>(p) = b[0];
+      __stcs(reinterpret_cast<unsigned*>(p), b[0]);
     return;
   }
   if (r >= rows) return;
@@ -196,26 +236,33 @@ __device__ __forceinline__ float scale_from_amax(uint32_t key, const TileArgs& a
 }
 
 // The scale and its inverse (what is stored), as compute_scale_from_amax and 1.0f / scale give
-// them, without the two IEEE divisions in the common power-of-2 case: the exponent of
-// RN(448 / amax) is that of the approximate quotient (__fdividef, <= 2 ulp, for amax in
-// [2^-100, 2^126)) unless the quotient is within 64 ulp of a power of two; then, and for FP32
-// scales, 0, inf and NaN, the exact path runs.
+// them. Power-of-2 scales in integers: for amax = m * 2^(E-127) (m in [1, 2)), 448 / amax is
+// (1.75 / m) * 2^(135-E), whose rounding never reaches the next power of two, so its exponent is
+// 262 - E, less one when m > 1.75 (checked against compute_scale_from_amax for every float32
+// amax, bench/NOTES.md); amax >= 2^-118 keeps scale and inverse normal. FP32 scales, 0, inf, NaN
+// and tiny amax take the exact path.
 __device__ __forceinline__ float scale_and_inverse(uint32_t key, const TileArgs& a, float* inv) {
-  if (a.power_2 && key < 0x7f800000u) {
+  if (a.power_2) {
     float amax = amax_value(key);
     if (amax < a.amax_eps) amax = a.amax_eps;
-    if (amax >= 0x1p-100f && amax < 0x1p126f) {
-      const uint32_t qb = __float_as_uint(__fdividef(kE4M3Max, amax));
-      const uint32_t m = qb & 0x7fffffu, e = qb >> 23;
-      if (m > 64u && m < 0x7fffffu - 64u && e >= 1u && e <= 253u) {
-        *inv = __uint_as_float((254u - e) << 23);
-        return __uint_as_float(e << 23);
-      }
+    const uint32_t ab = __float_as_uint(amax);
+    if (ab - 0x04800000u < 0x7f800000u - 0x04800000u) {  // 2^-118 <= amax < inf
+      const uint32_t e = 262u - (ab >> 23) - ((ab & 0x7fffffu) > 0x600000u ? 1u : 0u);
+      *inv = __uint_as_float((254u - e) << 23);
+      return __uint_as_float(e << 23);
     }
   }
   const float scale = scale_from_amax(key, a);
   *inv = 1.0f / scale;
   return scale;
+}
+
+// Max over groups of W consecutive lanes with a custom merge (packed 16-bit maxima, say).
+template <int W, class Merge>
+__device__ __forceinline__ uint32_t group_merge(uint32_t v, Merge merge) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o >>= 1) v = merge(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
 }
 
 // cp.async: 16 bytes global -> shared without a register round trip (L2 only, .cg).
@@ -243,52 +290,194 @@ inline constexpr int kTileMinCtas = L::kBytes == 4   ? 1
 template <class L>
 inline constexpr size_t kTileSmem = 2 * size_t(kTile) * kTile* L::kBytes;
 
+// One tile from shared memory `st` (128 rows of CPR chunks, chunk cc of row r at
+// r * CPR + (cc ^ ((r >> 4) & 7))). kFull: the tile is inside the matrix and vec_ok holds.
+template <class L, int kMode, bool kFull>
+__device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, const uint4* st,
+                                          uint32_t* red, int64_t r0, int64_t c0, int64_t rt,
+                                          int64_t ct) {
+  constexpr int kThreads = kTileThreads<L>;
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kB = L::kBytes;
+  constexpr int V = 16 / kB;      // elements per chunk
+  constexpr int CPR = kTile / V;  // chunks per tile row (8, 16 or 32)
+  static_assert(!(kMode & kCol) || kB >= 2, "columnwise needs a 2- or 4-byte source");
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  auto chunk = [&](int row, int cc) { return st[row * CPR + (cc ^ ((row >> 4) & 7))]; };
+
+  if constexpr ((kMode & kRow) != 0) {
+    // 8 lanes a row, chunks c8, c8 + 8, ... (conflict-free: a quarter warp reads one row half).
+    constexpr int CPL = CPR / 8, RPI = kThreads / 8, NI = kTile / RPI;
+    const int c8 = t & 7, rr = t >> 3;
+#pragma unroll
+    for (int i = 0; i < NI; ++i) {
+      const int row = i * RPI + rr;
+      uint4 ch[CPL];
+      uint32_t acc = 0;
+#pragma unroll
+      for (int p = 0; p < CPL; ++p) {
+        ch[p] = chunk(row, c8 + 8 * p);
+        acc = load.fold(acc, ch[p]);
+      }
+      const uint32_t am = group_amax<8>(load.key(acc));
+      float inv;
+      const float scale = scale_and_inverse(am, a, &inv);
+      const bool nan = key_is_nan(am);
+      const int64_t r = r0 + row;
+#pragma unroll
+      for (int p = 0; p < CPL; ++p) {
+        float v[V];
+        load.decode(ch[p], v, nan);
+        uint32_t b[V / 4];
+        quantize_run<V>(v, scale, b, nan);
+        store_row_bytes<V>(a.q, b, kFull, a.rows, a.cols, r, c0 + (c8 + 8 * p) * V);
+      }
+      if (c8 == 0 && (kFull || r < a.rows)) a.s[ct * a.rows + r] = inv;
+    }
+  }
+
+  if constexpr ((kMode & kBlock) != 0) {
+    constexpr int RPI = kThreads / CPR, NI = kTile / RPI;
+    const int cc = t % CPR, rb = t / CPR;
+    uint32_t am = 0;
+    if (load.raw_ok()) {
+      uint32_t acc = 0;
+#pragma unroll
+      for (int i = 0; i < NI; ++i) acc = load.fold(acc, chunk(i * RPI + rb, cc));
+      am = load.key(acc);
+    } else {  // FP8 source with an inf or NaN scale: fold the decoded values
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        float v[V];
+        load.decode(chunk(i * RPI + rb, cc), v, true);
+#pragma unroll
+        for (int e = 0; e < V; ++e) am = amax_fold(am, v[e]);
+      }
+    }
+    am = group_amax<32>(am);
+    if (lane == 0) red[warp] = am;
+    __syncthreads();
+    am = red[0];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) am = amax_merge(am, red[w]);
+    float inv;
+    const float scale = scale_and_inverse(am, a, &inv);
+    const bool may_nan = key_is_nan(am);
+    if (load.identity(scale, may_nan)) {
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        const uint4 c = chunk(i * RPI + rb, cc);
+        const uint32_t b[4] = {c.x, c.y, c.z, c.w};
+        store_row_bytes<V>(a.q, b, kFull, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        float v[V];
+        load.decode(chunk(i * RPI + rb, cc), v, may_nan);
+        uint32_t b[V / 4];
+        quantize_run<V>(v, scale, b, may_nan);
+        store_row_bytes<V>(a.q, b, kFull, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
+      }
+    }
+    if (t == 0) a.s[rt * a.s_ld + ct] = inv;
+  }
+
+  if constexpr ((kMode & kCol) != 0) {
+    constexpr int WPR = kTile * kB / 4;  // 4-byte words per tile row
+    constexpr int EPW = 4 / kB;          // elements per word
+    constexpr int WPI = kThreads / 8;    // words per pass (8 lanes, 16 rows each, per word)
+    const uint32_t* sw = reinterpret_cast<const uint32_t*>(st);
+    const int k = lane & 7;  // 16-row group
+#pragma unroll 1
+    for (int j = 0; j < WPR / WPI; ++j) {
+      const int w = j * WPI + (t >> 3);  // lanes 8q..8q+7 of a warp: one word, 4 per warp
+      uint32_t wd[16];
+      uint32_t acc = 0;
+#pragma unroll
+      for (int rr = 0; rr < 16; ++rr) {
+        const int row = 16 * k + rr;  // (row >> 4) & 7 == k
+        wd[rr] = sw[row * WPR + (((w >> 2) ^ k) << 2) + (w & 3)];
+        acc = load.col_fold(acc, wd[rr]);
+      }
+      acc = group_merge<8>(acc, L::col_merge);  // every element of the word: over all 128 rows
+#pragma unroll
+      for (int e = 0; e < EPW; ++e) {
+        float cv[16];
+#pragma unroll
+        for (int rr = 0; rr < 16; ++rr)
+          cv[rr] = load.elem(kB == 4 ? wd[rr] : (wd[rr] >> (16 * e)) & 0xffffu);
+        const uint32_t am = load.col_key(acc, e);
+        float inv;
+        const float scale = scale_and_inverse(am, a, &inv);
+        uint32_t b[4];
+        quantize_run<16>(cv, scale, b, key_is_nan(am));
+        const int64_t c = c0 + w * EPW + e;
+        const int64_t r = r0 + 16 * k;
+        if (kFull) {
+          st_stream16(a.qt + c * a.rows + r, make_uint4(b[0], b[1], b[2], b[3]));
+        } else if (c < a.cols) {
+#pragma unroll
+          for (int rr = 0; rr < 16; ++rr)
+            if (r + rr < a.rows) a.qt[c * a.rows + r + rr] = uint8_t(b[rr / 4] >> (8 * (rr % 4)));
+        }
+        if (k == 0 && (kFull || c < a.cols)) a.st[rt * a.cols + c] = inv;
+      }
+    }
+  }
+}
+
 // Persistent, two-stage pipeline: CTA b handles tiles b, b + gridDim.x, ...; while it works on
 // one tile (from shared memory), the next one is already on its way in by cp.async, so the SM
-// always has loads in flight and few registers are needed. A tile lives in shared memory as 128
-// rows of CPR 16-byte chunks, chunk cc of row r at r * CPR + (cc ^ ((r >> 4) & 7)): conflict-free
-// for 16-byte row accesses and for the column pass's 4-byte column reads.
+// always has loads in flight and few registers are needed. Tile indices are 32-bit (the launcher
+// checks). A tile lives in shared memory as 128 rows of CPR 16-byte chunks, chunk cc of row r at
+// r * CPR + (cc ^ ((r >> 4) & 7)): conflict-free for 16-byte row accesses and for the column
+// pass's 4-byte column reads.
 template <class L, int kMode>
 __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
     tile_quant_kernel(const TileArgs a) {
   constexpr int kThreads = kTileThreads<L>;
-  constexpr int kWarps = kThreads / 32;
   constexpr int kB = L::kBytes;
-  constexpr int V = 16 / kB;                  // elements per chunk
-  constexpr int CPR = kTile / V;              // chunks per tile row (8, 16 or 32 lanes)
-  constexpr int NI = kTile * CPR / kThreads;  // chunks per thread
-  constexpr int RPI = kThreads / CPR;         // tile rows per iteration
-  constexpr int kStage = kTile * CPR;         // chunks per stage
-  static_assert(!(kMode & kCol) || kB >= 2, "columnwise needs a 2- or 4-byte source");
+  constexpr int V = 16 / kB;
+  constexpr int CPR = kTile / V;
+  constexpr int RPI = kThreads / CPR;  // rows per cp.async round
+  constexpr int NI = kTile / RPI;
+  constexpr int kStage = kTile * CPR;  // chunks per stage
   extern __shared__ uint4 smem[];
-  __shared__ uint32_t red[kWarps];
+  __shared__ uint32_t red[kThreads / 32];
 
-  const int64_t col_tiles = (a.cols + kTile - 1) / kTile;
-  const int64_t tiles = ((a.rows + kTile - 1) / kTile) * col_tiles;
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const int cc = t % CPR, rb = t / CPR;
+  const uint32_t col_tiles = uint32_t((a.cols + kTile - 1) / kTile);
+  const uint32_t tiles = uint32_t((a.rows + kTile - 1) / kTile) * col_tiles;
+  const int t = threadIdx.x, cc = t % CPR, rb = t / CPR;
   const uint8_t* x = static_cast<const uint8_t*>(a.x);
-  auto chunk_of = [&](int row) { return row * CPR + (cc ^ ((row >> 4) & 7)); };
+  auto is_full = [&](int64_t r0, int64_t c0) {
+    return a.vec_ok && r0 + kTile <= a.rows && c0 + kTile <= a.cols;
+  };
 
   // Starts bringing tile `tile` into stage `stage` (edge tiles: element loads, zero-filled).
-  auto issue = [&](int64_t tile, int stage) {
-    const int64_t rt = tile / col_tiles, ct = tile % col_tiles;
-    const int64_t r0 = rt * kTile, c0 = ct * kTile;
-    const bool full = a.vec_ok && r0 + kTile <= a.rows && c0 + kTile <= a.cols;
-    uint4* st = smem + stage * kStage;
+  auto issue = [&](uint32_t tile, int stage) {
+    const int64_t r0 = int64_t(tile / col_tiles) * kTile, c0 = int64_t(tile % col_tiles) * kTile;
+    uint4* dst = smem + stage * kStage;
+    if (is_full(r0, c0)) {
+      const uint8_t* g = x + ((r0 + rb) * a.cols + c0 + cc * V) * kB;
+      const int64_t step = RPI * a.cols * kB;
 #pragma unroll
-    for (int i = 0; i < NI; ++i) {
-      const int row = i * RPI + rb;
-      const int64_t r = r0 + row, c = c0 + cc * V;
-      if (full)
-        cp_async16(st + chunk_of(row), x + (r * a.cols + c) * kB);
-      else
-        st[chunk_of(row)] = gather_chunk<kB>(x, a.rows, a.cols, r, c);
+      for (int i = 0; i < NI; ++i) {
+        const int row = i * RPI + rb;
+        cp_async16(dst + row * CPR + (cc ^ ((row >> 4) & 7)), g + i * step);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        const int row = i * RPI + rb;
+        dst[row * CPR + (cc ^ ((row >> 4) & 7))] =
+            gather_chunk<kB>(x, a.rows, a.cols, r0 + row, c0 + cc * V);
+      }
     }
     cp_async_commit();
   };
 
-  int64_t tile = blockIdx.x;
+  uint32_t tile = blockIdx.x;
   if (tile < tiles) issue(tile, 0);
   for (int stage = 0; tile < tiles; tile += gridDim.x, stage ^= 1) {
     if (tile + gridDim.x < tiles) {
@@ -301,105 +490,11 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
     const uint4* st = smem + stage * kStage;
     const int64_t rt = tile / col_tiles, ct = tile % col_tiles;
     const int64_t r0 = rt * kTile, c0 = ct * kTile;
-    const bool full = a.vec_ok && r0 + kTile <= a.rows && c0 + kTile <= a.cols;
     const L load(a, rt, ct);
-
-    if constexpr ((kMode & kRow) != 0) {
-#pragma unroll
-      for (int i = 0; i < NI; ++i) {
-        float v[V];
-        load.decode(st[chunk_of(i * RPI + rb)], v, true);
-        uint32_t am = 0;
-#pragma unroll
-        for (int e = 0; e < V; ++e) am = amax_fold(am, v[e]);
-        am = group_amax<CPR>(am);
-        float inv;
-        const float scale = scale_and_inverse(am, a, &inv);
-        uint32_t b[V / 4];
-        quantize_run<V>(v, scale, b, key_is_nan(am));
-        const int64_t r = r0 + i * RPI + rb;
-        store_row_bytes<V>(a.q, b, full, a.rows, a.cols, r, c0 + cc * V);
-        if (cc == 0 && r < a.rows) a.s[ct * a.rows + r] = inv;
-      }
-    }
-
-    if constexpr ((kMode & kBlock) != 0) {
-      uint32_t am = 0;
-      if (load.raw_amax_ok()) {  // amax straight from the raw bytes (FP8 source)
-#pragma unroll
-        for (int i = 0; i < NI; ++i)
-          am = amax_merge(am, load.raw_amax_key(st[chunk_of(i * RPI + rb)]));
-      } else {
-#pragma unroll
-        for (int i = 0; i < NI; ++i) {
-          float v[V];
-          load.decode(st[chunk_of(i * RPI + rb)], v, true);
-#pragma unroll
-          for (int e = 0; e < V; ++e) am = amax_fold(am, v[e]);
-        }
-      }
-      am = group_amax<32>(am);
-      if (lane == 0) red[warp] = am;
-      __syncthreads();
-      am = red[0];
-#pragma unroll
-      for (int w = 1; w < kWarps; ++w) am = amax_merge(am, red[w]);
-      float inv;
-      const float scale = scale_and_inverse(am, a, &inv);
-      const bool may_nan = key_is_nan(am);
-#pragma unroll
-      for (int i = 0; i < NI; ++i) {
-        float v[V];
-        load.decode(st[chunk_of(i * RPI + rb)], v, may_nan);
-        uint32_t b[V / 4];
-        quantize_run<V>(v, scale, b, may_nan);
-        store_row_bytes<V>(a.q, b, full, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
-      }
-      if (t == 0) a.s[rt * a.s_ld + ct] = inv;
-    }
-
-    if constexpr ((kMode & kCol) != 0) {
-      constexpr int WPR = kTile * kB / 4;  // 4-byte words per tile row
-      constexpr int EPW = 4 / kB;          // elements per word
-      constexpr int WPI = kThreads / 8;    // words per pass (8 lanes, 16 rows each, per word)
-      const uint32_t* sw = reinterpret_cast<const uint32_t*>(st);
-      const int k = lane & 7;  // 16-row group
-#pragma unroll 1
-      for (int j = 0; j < WPR / WPI; ++j) {
-        const int w = j * WPI + (t >> 3);  // lanes 8q..8q+7 of a warp: one word, 4 per warp
-        uint32_t wd[16];
-#pragma unroll
-        for (int rr = 0; rr < 16; ++rr) {
-          const int row = 16 * k + rr;  // (row >> 4) & 7 == k
-          wd[rr] = sw[row * WPR + (((w >> 2) ^ k) << 2) + (w & 3)];
-        }
-#pragma unroll
-        for (int e = 0; e < EPW; ++e) {
-          float cv[16];
-          uint32_t am = 0;
-#pragma unroll
-          for (int rr = 0; rr < 16; ++rr) {
-            cv[rr] = load.elem(kB == 4 ? wd[rr] : (wd[rr] >> (16 * e)) & 0xffffu);
-            am = amax_fold(am, cv[rr]);
-          }
-          am = group_amax<8>(am);
-          float inv;
-          const float scale = scale_and_inverse(am, a, &inv);
-          uint32_t b[4];
-          quantize_run<16>(cv, scale, b, key_is_nan(am));
-          const int64_t c = c0 + w * EPW + e;
-          const int64_t r = r0 + 16 * k;
-          if (full) {
-            st_stream16(a.qt + c * a.rows + r, make_uint4(b[0], b[1], b[2], b[3]));
-          } else if (c < a.cols) {
-#pragma unroll
-            for (int rr = 0; rr < 16; ++rr)
-              if (r + rr < a.rows) a.qt[c * a.rows + r + rr] = uint8_t(b[rr / 4] >> (8 * (rr % 4)));
-          }
-          if (k == 0 && c < a.cols) a.st[rt * a.cols + c] = inv;
-        }
-      }
-    }
+    if (is_full(r0, c0))
+      tile_body<L, kMode, true>(a, load, st, red, r0, c0, rt, ct);
+    else
+      tile_body<L, kMode, false>(a, load, st, red, r0, c0, rt, ct);
     __syncthreads();  // done with this stage (and `red`) before the next issue refills it
   }
 }
@@ -411,6 +506,7 @@ template <class L, int kMode>
 cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
   const int64_t tiles = ((a.rows + kTile - 1) / kTile) * ((a.cols + kTile - 1) / kTile);
   if (tiles == 0) return cudaSuccess;
+  if (tiles >= (int64_t(1) << 31)) return cudaErrorInvalidValue;  // 2^45 elements: 32-bit tiles
   constexpr int kThreads = kTileThreads<L>;
   constexpr size_t smem = kTileSmem<L>;
   // Per launch: the attribute belongs to the current device's context.
@@ -429,8 +525,7 @@ cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
   const TilePolicy policy = quant_tuning().tile_policy.load(std::memory_order_relaxed);
   const bool persistent =
       policy == TilePolicy::kPersistent || (policy == TilePolicy::kAuto && L::kBytes == 4);
-  const int64_t grid =
-      persistent ? std::min<int64_t>(tiles, resident) : std::min<int64_t>(tiles, 0x7fffffff);
+  const int64_t grid = persistent ? std::min<int64_t>(tiles, resident) : tiles;
   tile_quant_kernel<L, kMode><<<unsigned(grid), kThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }

@@ -9,5 +9,7 @@ namespace fp8rl {
 void register_convert(CLI::App& app, int& rc);
 void register_tiny_model(CLI::App& app, int& rc);
 void register_inspect(CLI::App& app, int& rc);
+void register_trainer(CLI::App& app, int& rc);
+void register_rollout(CLI::App& app, int& rc);
 
 }  // namespace fp8rl

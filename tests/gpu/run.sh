@@ -2,9 +2,11 @@
 # The one script run on the GPU machine, from the repo root, with the bundle built here by
 # scripts/gpu_bundle.sh carried along:  run(carry=[".bundle"], command="bash tests/gpu/run.sh").
 # Runs every GPU test binary, compute-sanitizer memcheck on them (the exhaustive 2^32 sweeps
-# excluded), the torch._scaled_mm cross-check and the benchmarks; logs and JSON go to $OUT (at most
-# 7 files); a short table comes last.
-#   RUN_TESTS=0 RUN_SANITIZER=0 RUN_XCHECK=0 RUN_PARITY=0 RUN_BENCH=0 skip parts; BENCH_ARGS (default "all");
+# excluded), the torch._scaled_mm cross-check, the HF parity test (CPU and CUDA decoders), the
+# torch_dist checkpoint check and the benchmarks (bench_fp8, bench_attention, bench_model); logs and
+# JSON go to $OUT; a short table comes last.
+#   RUN_TESTS=0 RUN_SANITIZER=0 RUN_XCHECK=0 RUN_PARITY=0 RUN_DCP=0 RUN_BENCH=0 skip parts; BENCH_ARGS (bench_fp8, default "all"),
+#   MODEL_BENCH_ARGS (bench_model, default "all");
 #   RUN_NCU=1 profiles one launch (NCU_KERNEL regex, NCU_ONLY bench row) into ncu.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,6 +66,11 @@ if [ "${RUN_PARITY:-1}" = 1 ]; then  # fp8rl's CPU decoder vs transformers (logi
     FP8RL_MODEL_PROBE="$PWD/$B/bin/fp8rl_model_probe" python3 -m pytest -q -p no:cacheprovider \
     $B/tests/test_hf_parity.py
 fi
+if [ "${RUN_DCP:-1}" = 1 ]; then  # torch.distributed.checkpoint reads fp8rl's torch_dist checkpoints, and back
+  rm -rf /tmp/fp8rl_dcp
+  step "torch_dist checkpoints (dcp_check)" "$OUT/dcp.log" python3 tests/gpu/dcp_check.py \
+    --probe $B/bin/fp8rl_ckpt_probe --work /tmp/fp8rl_dcp --json "$OUT/dcp_check.json"
+fi
 if [ "${RUN_NCU:-0}" = 1 ]; then  # one launch of one tile kernel under Nsight Compute
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   step "ncu ${NCU_ONLY:-row+col}" "$OUT/ncu.log" timeout 240 "$NCU" --kernel-name-base demangled \
@@ -75,23 +82,27 @@ fi
 if [ "${RUN_BENCH:-1}" = 1 ]; then
   step "bench_fp8 ${BENCH_ARGS:-all}" "$OUT/bench.log" timeout 360 $B/bin/bench_fp8 ${BENCH_ARGS:-all} \
     --json "$OUT/bench_fp8.json"
+  step "bench_attention" "$OUT/bench.log" timeout 240 $B/bin/bench_attention --json "$OUT/bench_attention.json"
+  step "bench_model ${MODEL_BENCH_ARGS:-all}" "$OUT/bench.log" timeout 420 $B/bin/bench_model \
+    ${MODEL_BENCH_ARGS:-all} --json "$OUT/bench_model.json"
 fi
 
 {
   echo
   echo "== fp8rl GPU run =="
   for i in "${!names[@]}"; do printf '%-46s %-14s %5ss\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"; done
-  if [ -f "$OUT/bench_fp8.json" ]; then
-    python3 - "$OUT/bench_fp8.json" <<'EOF'
+  for j in "$OUT"/bench_fp8.json "$OUT"/bench_attention.json "$OUT"/bench_model.json; do
+    [ -f "$j" ] || continue
+    python3 - "$j" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
-print(f"-- bench ({j.get('device', '?')}) --")
+print(f"-- {sys.argv[1].rsplit('/', 1)[-1]} ({j.get('device', '?')}) --")
 for r in j["rows"]:
-    if r["target"] > 0 or "baseline" in r["name"]:
+    if r["target"] > 0 or "baseline" in r["name"] or r.get("group") in ("attention", "throughput", "converge"):
         flag = "" if r["target"] <= 0 else ("PASS" if r["meets_target"] else "MISS")
         print(f"{r['name'][:40]:40s} {r['shape'][:20]:20s} {r['rate']:9.1f} {r['unit']:8s} x{r['ratio']:.3f} {flag}")
 EOF
-  fi
+  done
   if [ -f "$OUT/torch_xcheck.json" ]; then
     python3 - "$OUT/torch_xcheck.json" <<'EOF'
 import json, sys

@@ -283,3 +283,143 @@ TEST_CASE("engine: bad requests are refused with SGLang's messages") {
   CHECK(absl::StrContains(message(bad), "tokenizer"));
   CHECK_FALSE(engine.has_unfinished());
 }
+
+TEST_CASE("engine: penalties steer sampling, log-probs stay the model's") {
+  const Decoder model = random_decoder(small_config(61));
+  Engine engine(&model, nullptr);
+  const std::vector<int32_t> prompt{6, 2, 8};
+  GenerateRequest plain = request(prompt, 24, 0.0);
+  const SequenceOutput free_run = (*engine.generate({plain}))[0];
+  GenerateRequest penalized = plain;
+  penalized.params.frequency_penalty = 2.0;
+  penalized.params.presence_penalty = 2.0;
+  penalized.params.repetition_penalty = 2.0;
+  const SequenceOutput out = (*engine.generate({penalized}))[0];
+  CHECK(out.output_ids != free_run.output_ids);
+  // Each greedy pick is the argmax of the penalized row: a repeat needs a large margin.
+  check_against_full_forward(model, prompt, out, false);
+  CHECK(std::set<int32_t>(out.output_ids.begin(), out.output_ids.end()).size() >
+        std::set<int32_t>(free_run.output_ids.begin(), free_run.output_ids.end()).size());
+
+  // logit_bias forces a token; min_new_tokens holds back EOS.
+  GenerateRequest biased = plain;
+  biased.params.logit_bias = {{13, 1e4f}};
+  const SequenceOutput forced = (*engine.generate({biased}))[0];
+  CHECK(forced.output_ids == std::vector<int32_t>(24, 13));
+  EngineOptions eos;
+  eos.eos_token_ids = {free_run.output_ids[0]};
+  Engine with_eos(&model, nullptr, eos);
+  GenerateRequest min_new = plain;
+  min_new.params.ignore_eos = false;
+  CHECK((*with_eos.generate({min_new}))[0].output_ids.size() == 1);
+  min_new.params.min_new_tokens = 5;
+  const SequenceOutput held = (*with_eos.generate({min_new}))[0];
+  CHECK(held.output_ids.size() >= 6);
+  for (size_t i = 0; i < 5; ++i) CHECK(held.output_ids[i] != free_run.output_ids[0]);
+}
+
+TEST_CASE("engine: top-k, asked-id and prompt log-probs equal the full forward's") {
+  const Decoder model = random_decoder(small_config(61));
+  Engine engine(&model, nullptr);
+  const std::vector<int32_t> prompt{5, 17, 3, 40, 22, 9};
+  GenerateRequest r = request(prompt, 6, 0.8, 21);
+  r.logprob_start_len = 1;
+  r.top_logprobs_num = 4;
+  r.token_ids_logprob = {0, 60};
+  r.params.n = 2;
+  auto outs = engine.generate({r});
+  REQUIRE(outs.ok());
+  REQUIRE(outs->size() == 2);
+
+  PackedBatch b;
+  b.tokens = prompt;
+  b.cu_seqlens = {0, int32_t(prompt.size())};
+  std::vector<int32_t> targets(prompt.size(), -1);
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) targets[i] = prompt[i + 1];
+  auto fwd = model.forward(b, targets);
+  REQUIRE(fwd.ok());
+  const std::vector<float> logits = model.logits(*fwd);
+  const int64_t v = model.config().vocab_size;
+  for (const SequenceOutput& out : *outs) {
+    check_against_full_forward(model, prompt, out, false);
+    // Prompt positions 2..5 (one past logprob_start_len), bitwise the trainer's numbers.
+    REQUIRE(out.input_token_logprobs.size() == prompt.size() - 2);
+    REQUIRE(out.input_top_logprobs.size() == prompt.size() - 2);
+    REQUIRE(out.input_token_ids_logprobs.size() == prompt.size() - 2);
+    for (size_t p = 2; p < prompt.size(); ++p) {
+      CHECK(out.input_token_logprobs[p - 2] == fwd->logprob[p - 1]);
+      const float* row = logits.data() + int64_t(p - 1) * v;
+      const int32_t best = int32_t(std::max_element(row, row + v) - row);
+      CHECK(out.input_top_logprobs[p - 2].size() == 4);
+      CHECK(out.input_top_logprobs[p - 2][0].id == best);
+      CHECK(out.input_token_ids_logprobs[p - 2].size() == 2);
+      CHECK(out.input_token_ids_logprobs[p - 2][1].id == 60);
+    }
+    REQUIRE(out.output_top_logprobs.size() == out.output_ids.size());
+    REQUIRE(out.output_token_ids_logprobs.size() == out.output_ids.size());
+    for (size_t t = 0; t < out.output_ids.size(); ++t) {
+      const std::vector<TokenLogprob>& top = out.output_top_logprobs[t];
+      REQUIRE(top.size() == 4);
+      for (size_t i = 1; i < top.size(); ++i) CHECK(top[i - 1].logprob >= top[i].logprob);
+      // The sampled token's log-prob is at most the best one's; when it is in the top-k, equal.
+      CHECK(out.output_logprobs[t] <= top[0].logprob);
+      for (const TokenLogprob& e : top)
+        if (e.id == out.output_ids[t]) CHECK(e.logprob == out.output_logprobs[t]);
+      if (out.output_ids[t] == 60)
+        CHECK(out.output_token_ids_logprobs[t][1].logprob == out.output_logprobs[t]);
+    }
+  }
+}
+
+TEST_CASE("engine: running(), kv_tokens() and take_finished() for a scheduler") {
+  const Decoder model = random_decoder(small_config(61));
+  Engine engine(&model, nullptr);
+  auto a = engine.add_request(request({1, 2, 3, 4}, 10, 1.0, 1));
+  GenerateRequest two = request({5, 6}, 10, 1.0, 2);
+  two.params.n = 2;
+  auto b = engine.add_request(two);
+  REQUIRE((a.ok() && b.ok()));
+  CHECK(engine.kv_tokens() == 0);
+  CHECK(engine.running().size() == 3);
+  REQUIRE(engine.step().ok());
+  CHECK(engine.kv_tokens() == 4 + 2 + 2);
+  REQUIRE(engine.step().ok());
+  CHECK(engine.kv_tokens() == 5 + 3 + 3);
+  CHECK(engine.running()[1]->output_ids.size() == 2);
+  CHECK(engine.abort(*b));
+  const std::vector<SequenceOutput> aborted = engine.take_finished();
+  CHECK(aborted.size() == 2);
+  CHECK(engine.take_finished().empty());
+  CHECK(engine.running().size() == 1);
+  CHECK(engine.kv_tokens() == 5);
+  // max_new_tokens 0 finishes without a step.
+  REQUIRE(engine.add_request(request({7}, 0, 0.0)).ok());
+  CHECK(engine.take_finished().size() == 1);
+}
+
+TEST_CASE("engine: check_request names the log-prob and logit_bias fields") {
+  const RequestLimits limits{61, 96, false};
+  GenerateRequest r = request({1, 2, 3}, 4, 0.0);
+  CHECK(check_request(r, limits).ok());
+  r.logprob_start_len = 3;
+  CHECK(check_request(r, limits).message() ==
+        "logprob_start_len, (3) is higher than the number of input tokens (3). Request with a "
+        "lower logprob_start_len.");
+  r.logprob_start_len = -1;
+  r.token_ids_logprob = {61};
+  CHECK(absl::StrContains(check_request(r, limits).message(), "token_ids_logprob"));
+  r.token_ids_logprob.clear();
+  r.params.logit_bias = {{-1, 1.f}};
+  CHECK(check_request(r, limits).message() == "logit_bias must has keys in [0, 61), got -1.");
+  r.params.logit_bias.clear();
+  r.top_logprobs_num = -2;
+  CHECK(absl::StrContains(check_request(r, limits).message(), "top_logprobs_num"));
+  // EngineOptions::context_length shrinks the model's context.
+  const Decoder model = random_decoder(small_config(61));
+  EngineOptions short_context;
+  short_context.context_length = 16;
+  Engine engine(&model, nullptr, short_context);
+  CHECK(engine.limits().context_length == 16);
+  CHECK(absl::StrContains(engine.add_request(request({1}, 15, 0.0)).status().message(),
+                          "maximum context length of 16"));
+}

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "core/random.h"
+#include "model/ops/token_stats.h"
 #include "tests/catch.h"
 
 using namespace fp8rl;
@@ -81,4 +83,50 @@ TEST_CASE("sampling: greedy and top-k/top-p/min-p filters and seeds and the dist
   TokenSampler s(top2, 7);
   const SampledToken t = s.sample(z);
   CHECK(t.logprob == token_logprob(z, t.id));
+}
+
+TEST_CASE("sampling: log_sum_exp is bitwise the trainer's log-sum-exp, chunked or not") {
+  // token_stats_forward on h = one-hot rows reads the logits straight out of w's columns.
+  const int64_t vocab = 5000, hidden = 8, tokens = 3;
+  std::vector<float> w(size_t(vocab * hidden)), h(size_t(tokens * hidden), 0.f);
+  Rng rng(3);
+  for (float& x : w) x = float(4.0 * rng.normal());
+  for (int64_t t = 0; t < tokens; ++t) h[size_t(t * hidden + t)] = 1.f;
+  for (int64_t chunk : {int64_t(2048), int64_t(777), vocab}) {
+    CAPTURE(chunk);
+    std::vector<float> logits(size_t(tokens * vocab));
+    lm_logits({tokens, hidden, vocab, chunk}, h.data(), w.data(), logits.data());
+    const std::vector<int32_t> targets{17, 4999, 2048};
+    std::vector<float> logprob(3), entropy(3), lse(3), mean(3);
+    token_stats_forward({tokens, hidden, vocab, chunk}, h.data(), w.data(), targets.data(),
+                        logprob.data(), entropy.data(), lse.data(), mean.data());
+    for (int64_t t = 0; t < tokens; ++t) {
+      const std::span<const float> row(logits.data() + t * vocab, size_t(vocab));
+      CHECK(log_sum_exp(row, chunk) == lse[size_t(t)]);
+      CHECK(row[size_t(targets[size_t(t)])] - log_sum_exp(row, chunk) == logprob[size_t(t)]);
+    }
+  }
+  // One chunk is token_logprob's arithmetic.
+  const std::vector<float> z{1.f, 2.f, 3.f, -1.f};
+  CHECK(z[2] - log_sum_exp(z) == token_logprob(z, 2));
+}
+
+TEST_CASE("sampling: top_logprobs are the k largest by log-prob, ties by id") {
+  const std::vector<float> z{1.f, 3.f, 2.f, 3.f, -1.f};
+  const float lse = log_sum_exp(z);
+  const std::vector<TokenLogprob> top = top_logprobs(z, lse, 3);
+  REQUIRE(top.size() == 3);
+  CHECK(top[0] == TokenLogprob{1, 3.f - lse});
+  CHECK(top[1] == TokenLogprob{3, 3.f - lse});
+  CHECK(top[2] == TokenLogprob{2, 2.f - lse});
+  CHECK(top_logprobs(z, lse, 99).size() == 5);
+  CHECK(top_logprobs(z, lse, 0).empty());
+}
+
+TEST_CASE("sampling: draw is sample's id") {
+  const std::vector<float> z{0.5f, 2.0f, 1.0f, 1.9f, -3.f};
+  SamplingParams p;
+  p.temperature = 0.9;
+  TokenSampler a(p, 42), b(p, 42);
+  for (int i = 0; i < 20; ++i) CHECK(a.draw(z) == b.sample(z).id);
 }

@@ -1,5 +1,7 @@
 // Linear precision modes: FP8 blockwise against dequantize-then-multiply references of the TE
-// recipe, BF16 against rounded operands, INT4 fake-quant against F32 on the fake-quant weight.
+// recipe, BF16 against rounded operands, INT4 fake-quant against F32 on the fake-quant weight, and
+// the FP8 weight cache against per-call quantization.
+#include <memory>
 #include <vector>
 
 #include "core/dtype.h"
@@ -137,4 +139,44 @@ TEST_CASE("int4 fake-quant linear is straight-through", "[model][linear]") {
           .ok());
   CHECK(rel_norm_error(dx.data(), dx_ref.data(), int64_t(dx.size())) == 0);
   CHECK(rel_norm_error(dw.data(), dw_ref.data(), int64_t(dw.size())) == 0);
+}
+
+TEST_CASE("fp8 weight cache stands in for the per-call weight quantization", "[model][linear]") {
+  Rng rng(14);
+  const LinearShape s{70, 200, 150};
+  auto x = random_vector(s.tokens * s.in, rng), w = random_vector(s.out * s.in, rng, 0.05);
+  auto dy = random_vector(s.tokens * s.out, rng, 1e-3);
+  LinearOptions per_call;
+  per_call.precision = LinearPrecision::kFP8;
+  auto cache = std::make_shared<Fp8WeightCache>();
+  std::vector<float> grid = w;  // the parameter the cache turns into FP8 grid values
+  REQUIRE(cache->set(grid.data(), s.out, s.in).ok());
+  CHECK(grid == fake_quant_128x128(w, s.out, s.in));
+  REQUIRE(cache->find(grid.data()) != nullptr);
+  CHECK(cache->find(w.data()) == nullptr);
+  LinearOptions cached = per_call;
+  cached.fp8_weights = cache;
+
+  // Quantizing the original weight per call gives the payload the cache holds: bitwise equal.
+  std::vector<float> y(size_t(s.tokens * s.out)), y_ref(y.size());
+  REQUIRE(linear_forward(cached, s, x.data(), grid.data(), nullptr, y.data()).ok());
+  REQUIRE(linear_forward(per_call, s, x.data(), w.data(), nullptr, y_ref.data()).ok());
+  CHECK(y == y_ref);
+  std::vector<float> dx(x.size()), dw(w.size(), 0.f), dx_ref(x.size()), dw_ref(w.size(), 0.f);
+  REQUIRE(
+      linear_backward(cached, s, x.data(), grid.data(), dy.data(), dx.data(), dw.data(), nullptr)
+          .ok());
+  REQUIRE(linear_backward(per_call, s, x.data(), w.data(), dy.data(), dx_ref.data(), dw_ref.data(),
+                          nullptr)
+              .ok());
+  CHECK(dx == dx_ref);
+  CHECK(dw == dw_ref);
+
+  // A weight the cache does not hold is quantized per call; a shape that disagrees is an error.
+  REQUIRE(linear_forward(cached, s, x.data(), w.data(), nullptr, y.data()).ok());
+  CHECK(y == y_ref);
+  const LinearShape wrong{s.tokens, s.out, s.in};
+  y.resize(size_t(wrong.tokens * wrong.out));
+  CHECK(linear_forward(cached, wrong, x.data(), grid.data(), nullptr, y.data()).code() ==
+        absl::StatusCode::kInvalidArgument);
 }

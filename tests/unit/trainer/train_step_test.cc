@@ -1,10 +1,12 @@
 // The train step on a tiny decoder: the loss goes down, runs are bitwise deterministic, bad input
-// and NaN losses leave the weights untouched, log-probs, KL to a reference, micro-batching.
+// and NaN losses leave the weights untouched, log-probs, KL to a reference, micro-batching, FP8
+// parameters.
 #include "trainer/train_step.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "core/random.h"
 #include "core/status.h"
 #include "model/tiny_model.h"
+#include "quant/block_quant.h"
 #include "tests/catch.h"
 #include "tests/unit/model/grad_check.h"
 
@@ -287,4 +290,67 @@ TEST_CASE("KL loss against a reference model equal to the policy starts at zero"
   auto with_given = no_ref.train(batch, config);
   REQUIRE(with_given.ok());
   CHECK(with_given->metrics.at("kl_loss") == Approx(0.0).margin(1e-12));
+}
+
+TEST_CASE("fp8 param gather keeps linear weights on the FP8 grid of the masters",
+          "[trainer][train_step]") {
+  DecoderOptions fp8;
+  fp8.linear.precision = LinearPrecision::kFP8;
+  auto make = [&](bool gather) {
+    Decoder d = random_decoder(7);
+    d.set_options(fp8);
+    TrainerOptions o;
+    o.lr.lr = 1e-2;
+    o.fp8_param_gather = gather;
+    auto t = Trainer::create(std::move(d), std::nullopt, o);
+    FP8RL_CHECK_OK(t.status());
+    return *std::move(t);
+  };
+  Trainer cached = make(true), per_call = make(false);
+  for (int step = 0; step < 3; ++step) {
+    auto a = cached.train(fixed_batch(), TrainConfig{});
+    auto b = per_call.train(fixed_batch(), TrainConfig{});
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    // The cache replaces the per-call quantization of the same fp32 master: bitwise the same step.
+    CHECK(a->metrics.at("loss") == b->metrics.at("loss"));
+    CHECK(a->metrics.at("grad_norm") == b->metrics.at("grad_norm"));
+  }
+  // Linear weights are dequantize(quantize_128x128(master)); everything else is the master.
+  std::map<std::string, Tensor> masters;
+  for (auto& [name, t] : cached.optimizer().named_state())
+    if (absl::EndsWith(name, ".master")) masters[name.substr(0, name.size() - 7)] = t;
+  int linears = 0;
+  for (auto& [name, p] : cached.policy().params().named(cached.policy().config())) {
+    INFO(name);
+    const Tensor& m = masters.at(name);
+    std::vector<float> expect(m.data<float>(), m.data<float>() + m.numel());
+    if (absl::EndsWith(name, "_proj.weight")) {
+      QuantDesc d;
+      d.rows = m.dim(0);
+      d.cols = m.dim(1);
+      d.src_dtype = DType::kF32;
+      d.scale = scale_params_from_env(QuantRole::kFwdWeight);
+      std::vector<uint8_t> q(size_t(m.numel()));
+      std::vector<float> s(size_t(d.row_tiles() * d.col_tiles()));
+      REQUIRE(quantize_128x128_cpu(d, m.raw(), q.data(), s.data()).ok());
+      REQUIRE(dequantize_128x128_cpu(d, q.data(), s.data(), expect.data(), DType::kF32).ok());
+      CHECK(expect != std::vector<float>(m.data<float>(), m.data<float>() + m.numel()));
+      ++linears;
+    }
+    CHECK(std::memcmp(p->raw(), expect.data(), p->nbytes()) == 0);
+  }
+  CHECK(linears == 7 * int(small_config().num_hidden_layers));
+  // A checkpoint loader's path: parameters rebuilt from the masters, through the grid again.
+  const auto before = snapshot(cached);
+  for (auto& [name, p] : cached.policy().params().named(cached.policy().config()))
+    std::memset(p->raw(), 0, p->nbytes());
+  REQUIRE(cached.sync_params_from_optimizer().ok());
+  CHECK(snapshot(cached) == before);
+
+  TrainerOptions o;
+  o.fp8_param_gather = true;
+  auto bf16 = Trainer::create(random_decoder(7), std::nullopt, o);
+  CHECK(bf16.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(bf16.status().message(), "fp8_param_gather"));
 }

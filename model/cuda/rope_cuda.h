@@ -1,0 +1,20 @@
+// CUDA twin of model/ops/rope.h: the rotate_half rotation (or its inverse, the backward) of bf16
+// heads in place, from a RopeTable copied to the device.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace fp8rl {
+
+// x [tokens, heads, head_dim] bf16 rotated in place by the angle of positions[t] (device int32,
+// each below the table's max_positions); cos, sin [max_positions, head_dim/2] float32 on the
+// device (RopeTable::build's values). Enqueued on `stream`, not synchronised.
+absl::Status rope_apply_cuda(int64_t tokens, int64_t heads, int64_t head_dim, const float* cos,
+                             const float* sin, const int32_t* positions, bool inverse, uint16_t* x,
+                             cudaStream_t stream);
+
+}  // namespace fp8rl

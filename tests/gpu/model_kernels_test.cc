@@ -1,0 +1,353 @@
+// Each model/cuda kernel against its CPU op in model/ops (the reference), with the tolerance it
+// declares: bitwise where both sides do the same float32 operations in the same order (casts,
+// embedding gather and scatter, bias add), bf16 output rounding (2^-8 relative) where the GPU
+// stores bf16, summation-order slack (1e-5 .. 1e-4 of the RMS) for reductions, and relative
+// Frobenius norms for GEMM outputs (same FP8 operands: 2e-3 as tests/gpu/gemm_test.cc).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/cuda/device_runtime.h"
+#include "model/cuda/elementwise_cuda.h"
+#include "model/cuda/embedding_cuda.h"
+#include "model/cuda/linear_cuda.h"
+#include "model/cuda/rmsnorm_cuda.h"
+#include "model/cuda/rope_cuda.h"
+#include "model/cuda/swiglu_cuda.h"
+#include "model/cuda/token_stats_cuda.h"
+#include "model/ops/embedding.h"
+#include "model/ops/linear.h"
+#include "model/ops/rmsnorm.h"
+#include "model/ops/rope.h"
+#include "model/ops/swiglu.h"
+#include "model/ops/token_stats.h"
+#include "tests/catch.h"
+#include "tests/gpu/model_test_util.h"
+
+namespace fp8rl {
+namespace {
+
+using namespace gpu_test;
+
+#define REQUIRE_OK(expr)            \
+  do {                              \
+    const absl::Status s_ = (expr); \
+    INFO(s_.ToString());            \
+    REQUIRE(s_.ok());               \
+  } while (0)
+#define REQUIRE_CLOSE(report)        \
+  do {                               \
+    const std::string r_ = (report); \
+    INFO(r_);                        \
+    REQUIRE(r_.empty());             \
+  } while (0)
+
+cudaStream_t stream() {
+  absl::StatusOr<DeviceRuntime*> rt = DeviceRuntime::get(0);
+  FP8RL_CHECK_OK(rt.status());
+  return (*rt)->stream();
+}
+
+std::vector<float> download_f32(const DevBuf& b) {
+  GT_CUDA_OK(cudaStreamSynchronize(stream()));
+  return b.download<float>();
+}
+std::vector<float> download_bf16(const DevBuf& b) {
+  GT_CUDA_OK(cudaStreamSynchronize(stream()));
+  return bf16_to_f32(b.download<uint16_t>());
+}
+
+TEST_CASE("cast_f32_to_bf16_cuda is core/dtype.h's rounding, specials included", "[model][cast]") {
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(1000), int64_t(128 * 131)}) {
+    const std::vector<float> x = make_matrix(1, n, 7 + uint64_t(n), 23);
+    auto dx = to_device(x);
+    DevBuf dy(size_t(n) * 2 + 2);
+    REQUIRE_OK(cast_f32_to_bf16_cuda(n, dx->get<float>(), dy.get<uint16_t>(), stream()));
+    GT_CUDA_OK(cudaStreamSynchronize(stream()));
+    std::vector<uint16_t> got = dy.download<uint16_t>();
+    got.resize(static_cast<size_t>(n));
+    REQUIRE(bitwise_report("bf16", to_bf16(x), got, 0).empty());
+  }
+}
+
+TEST_CASE("embedding forward and scatter backward match the CPU bitwise", "[model][embedding]") {
+  const int64_t vocab = 50, dim = 96, tokens = 300, rows = 384;
+  Rng rng(3);
+  std::vector<int32_t> ids(tokens);
+  for (auto& id : ids) id = int32_t(rng.next_u64() % (rng.next_u64() % 2 ? 5 : vocab));  // repeats
+  const std::vector<float> table = bf16_exact(vocab * dim, 1);
+  auto dids = to_device(ids);
+  auto dtable = to_device(to_bf16(table));
+  DevBuf out(size_t(rows * dim) * 4);
+  REQUIRE_OK(embedding_forward_cuda(tokens, rows, dim, dids->get<int32_t>(),
+                                    dtable->get<uint16_t>(), out.get<float>(), stream()));
+  std::vector<float> ref(size_t(rows * dim), 0.f);
+  embedding_forward(tokens, dim, ids.data(), table.data(), ref.data());
+  REQUIRE(bitwise_report("embedding", ref, download_f32(out), dim).empty());
+
+  const std::vector<float> dout = make_matrix(tokens, dim, 5, 0);
+  std::vector<float> dtab = make_matrix(vocab, dim, 6, 0), dtab_ref = dtab;
+  embedding_backward(tokens, dim, vocab, ids.data(), dout.data(), dtab_ref.data());
+  const EmbeddingScatterPlan plan = EmbeddingScatterPlan::build(ids);
+  REQUIRE(plan.seg.size() == plan.unique_ids.size() + 1);
+  auto du = to_device(plan.unique_ids), dseg = to_device(plan.seg), dord = to_device(plan.order);
+  auto ddout = to_device(dout), ddtab = to_device(dtab);
+  REQUIRE_OK(embedding_backward_cuda(int64_t(plan.unique_ids.size()), dim, du->get<int32_t>(),
+                                     dseg->get<int32_t>(), dord->get<int32_t>(),
+                                     ddout->get<float>(), ddtab->get<float>(), stream()));
+  REQUIRE(bitwise_report("dtable", dtab_ref, download_f32(*ddtab), dim).empty());
+}
+
+TEST_CASE("rmsnorm forward (fused residual add) and backward match the CPU op",
+          "[model][rmsnorm]") {
+  // Residual stream rows (float32, hidden 1000: not a multiple of 64) and QK-norm rows (bf16).
+  struct Case {
+    int64_t rows, dim;
+    DType x, grad;
+    bool residual, accumulate;
+  };
+  for (const Case& c : {Case{37, 1000, DType::kF32, DType::kF32, true, true},
+                        Case{129, 64, DType::kF32, DType::kF32, false, false},
+                        Case{300, 128, DType::kBF16, DType::kBF16, false, false},
+                        Case{5, 32, DType::kBF16, DType::kBF16, false, false}}) {
+    INFO("rows=" << c.rows << " dim=" << c.dim << " x=" << dtype_name(c.x));
+    const int64_t n = c.rows * c.dim;
+    const bool bf = c.x == DType::kBF16;
+    const std::vector<float> a = bf16_exact(n, 11, 3.f), r = bf16_exact(n, 12),
+                             dy = bf16_exact(n, 13);
+    const std::vector<float> w = make_matrix(1, c.dim, 14, 0);
+    std::vector<float> s = a;
+    if (c.residual)
+      for (int64_t i = 0; i < n; ++i) s[i] = a[i] + r[i];
+    std::vector<float> y_ref(static_cast<size_t>(n)), rstd_ref(size_t(c.rows));
+    rmsnorm_forward(c.rows, c.dim, 1e-6f, s.data(), w.data(), y_ref.data(), rstd_ref.data());
+
+    RmsNormDesc d;
+    d.rows = c.rows, d.dim = c.dim, d.eps = 1e-6f, d.x_dtype = c.x, d.grad_dtype = c.grad;
+    d.accumulate_dx = c.accumulate;
+    auto dx_in = bf ? to_device(to_bf16(a)) : to_device(a);
+    auto dres = to_device(r), dw = to_device(w);
+    DevBuf sum(size_t(n) * 4), y(size_t(n) * 2), rstd(size_t(c.rows) * 4);
+    REQUIRE_OK(rmsnorm_forward_cuda(d, dx_in->get(), c.residual ? dres->get<float>() : nullptr,
+                                    c.residual ? sum.get<float>() : nullptr, dw->get<float>(),
+                                    y.get<uint16_t>(), rstd.get<float>(), stream()));
+    if (c.residual) REQUIRE(bitwise_report("sum", s, download_f32(sum), c.dim).empty());
+    REQUIRE_CLOSE(close_report("rstd", download_f32(rstd), rstd_ref, 1e-5, 0));
+    REQUIRE_CLOSE(close_report("y", download_bf16(y), y_ref, 1.0 / 256, 1e-6));
+
+    // Backward from the forward's input s (float32 rows) or a (bf16 rows).
+    std::vector<float> dx_ref(static_cast<size_t>(n)), dw_ref = make_matrix(1, c.dim, 15, 0);
+    const std::vector<float> dw0 = dw_ref;
+    std::vector<float> dx0 =
+        c.accumulate ? make_matrix(c.rows, c.dim, 16, 0) : std::vector<float>(size_t(n), 0.f);
+    rmsnorm_backward(c.rows, c.dim, s.data(), w.data(), rstd_ref.data(), dy.data(), dx_ref.data(),
+                     dw_ref.data());
+    for (int64_t i = 0; i < n; ++i) dx_ref[i] += dx0[i];
+    auto dsrc = bf ? to_device(to_bf16(s)) : to_device(s);
+    auto ddy = c.grad == DType::kBF16 ? to_device(to_bf16(dy)) : to_device(dy);
+    auto ddx = to_device(dx0);
+    auto ddw = to_device(dw0);
+    auto drstd = to_device(rstd_ref);
+    DevBuf partial(size_t(column_reduce_scratch_floats(c.dim)) * 4);
+    void* dx_ptr = c.grad == DType::kBF16 ? ddy->get() : ddx->get();  // bf16: in place over dy
+    REQUIRE_OK(rmsnorm_backward_cuda(d, dsrc->get(), dw->get<float>(), drstd->get<float>(),
+                                     ddy->get(), dx_ptr, ddw->get<float>(), partial.get<float>(),
+                                     stream()));
+    const std::vector<float> got_dx =
+        c.grad == DType::kBF16 ? download_bf16(*ddy) : download_f32(*ddx);
+    REQUIRE_CLOSE(close_report("dx", got_dx, dx_ref, bf ? 1.0 / 256 : 1e-4, bf ? 1e-3 : 1e-5));
+    REQUIRE_CLOSE(close_report("dw", download_f32(*ddw), dw_ref, 1e-4, 1e-5));
+  }
+}
+
+TEST_CASE("rope_apply_cuda matches rope_apply, forward and inverse", "[model][rope]") {
+  const int64_t tokens = 77, heads = 3, hd = 64;
+  const RopeTable table = RopeTable::build(200, hd, 1e6);
+  Rng rng(5);
+  std::vector<int32_t> pos(tokens);
+  for (auto& p : pos) p = int32_t(rng.next_u64() % 200);
+  const std::vector<float> x = bf16_exact(tokens * heads * hd, 21);
+  auto dcos = to_device(table.cos), dsin = to_device(table.sin), dpos = to_device(pos);
+  for (bool inverse : {false, true}) {
+    std::vector<float> ref = x;
+    rope_apply(table, tokens, heads, pos.data(), inverse, ref.data());
+    auto dx = to_device(to_bf16(x));
+    REQUIRE_OK(rope_apply_cuda(tokens, heads, hd, dcos->get<float>(), dsin->get<float>(),
+                               dpos->get<int32_t>(), inverse, dx->get<uint16_t>(), stream()));
+    REQUIRE_CLOSE(close_report("rope", download_bf16(*dx), ref, 1.0 / 256, 1e-6));
+  }
+}
+
+TEST_CASE("swiglu forward and backward match the CPU op", "[model][swiglu]") {
+  const int64_t n = 2 * 12345;
+  const std::vector<float> g = bf16_exact(n, 31, 4.f), u = bf16_exact(n, 32),
+                           da = bf16_exact(n, 33);
+  std::vector<float> act(static_cast<size_t>(n)), dg(static_cast<size_t>(n)),
+      du(static_cast<size_t>(n));
+  swiglu_forward(n, g.data(), u.data(), act.data());
+  swiglu_backward(n, g.data(), u.data(), da.data(), dg.data(), du.data());
+  auto dgate = to_device(to_bf16(g)), dup = to_device(to_bf16(u)), ddact = to_device(to_bf16(da));
+  DevBuf dact(size_t(n) * 2), dgo(size_t(n) * 2);
+  REQUIRE_OK(swiglu_forward_cuda(n, dgate->get<uint16_t>(), dup->get<uint16_t>(),
+                                 dact.get<uint16_t>(), stream()));
+  REQUIRE_CLOSE(close_report("act", download_bf16(dact), act, 1.0 / 256, 1e-6));
+  // dup in place over dact, as the decoder may.
+  REQUIRE_OK(swiglu_backward_cuda(n, dgate->get<uint16_t>(), dup->get<uint16_t>(),
+                                  ddact->get<uint16_t>(), dgo.get<uint16_t>(),
+                                  ddact->get<uint16_t>(), stream()));
+  REQUIRE_CLOSE(close_report("dgate", download_bf16(dgo), dg, 1.0 / 256, 1e-6));
+  REQUIRE_CLOSE(close_report("dup", download_bf16(*ddact), du, 1.0 / 256, 1e-6));
+}
+
+TEST_CASE("bias add is bitwise bf16(y + b); bias grad sums columns", "[model][bias]") {
+  const int64_t rows = 333, cols = 96;
+  const std::vector<float> y = bf16_exact(rows * cols, 41), b = make_matrix(1, cols, 42, 0);
+  std::vector<float> ref(y.size());
+  for (int64_t i = 0; i < rows * cols; ++i)
+    ref[i] = fp8rl::bf16_to_f32(f32_to_bf16(y[i] + b[i % cols]));
+  auto dy = to_device(to_bf16(y)), db = to_device(b);
+  REQUIRE_OK(bias_add_cuda(rows, cols, db->get<float>(), dy->get<uint16_t>(), stream()));
+  REQUIRE(bitwise_report("y + b", ref, download_bf16(*dy), cols).empty());
+
+  std::vector<float> g(size_t(cols), 0.5f);
+  for (int64_t i = 0; i < rows * cols; ++i) g[i % cols] += y[i];
+  auto dg = to_device(std::vector<float>(size_t(cols), 0.5f));
+  auto dsrc = to_device(to_bf16(y));
+  DevBuf partial(size_t(column_reduce_scratch_floats(cols)) * 4);
+  REQUIRE_OK(bias_grad_cuda(rows, cols, dsrc->get<uint16_t>(), dg->get<float>(),
+                            partial.get<float>(), stream()));
+  REQUIRE_CLOSE(close_report("db", download_f32(*dg), g, 1e-5, 1e-6));
+}
+
+TEST_CASE("token stats match the CPU op over vocabulary chunks", "[model][token_stats]") {
+  absl::StatusOr<DeviceRuntime*> rt = DeviceRuntime::get(0);
+  REQUIRE_OK(rt.status());
+  Bf16Gemm gemm(*rt);
+  const int64_t tokens = 77, hidden = 64, vocab = 1000;
+  for (int64_t chunk : {int64_t(256), int64_t(4096)}) {  // ragged last chunk; one chunk
+    INFO("vocab_chunk=" << chunk);
+    const TokenStatsShape s{tokens, hidden, vocab, chunk};
+    const std::vector<float> h = bf16_exact(tokens * hidden, 51),
+                             w = bf16_exact(vocab * hidden, 52, 0.3f);
+    Rng rng(53);
+    std::vector<int32_t> targets(tokens);
+    for (auto& t : targets) t = rng.next_u64() % 5 == 0 ? -1 : int32_t(rng.next_u64() % vocab);
+    targets[0] = 0, targets[1] = int32_t(vocab - 1);
+    std::vector<float> lp(tokens), ent(tokens), lse(tokens), mean(tokens);
+    token_stats_forward(s, h.data(), w.data(), targets.data(), lp.data(), ent.data(), lse.data(),
+                        mean.data());
+    auto dh = to_device(to_bf16(h)), dw = to_device(to_bf16(w)), dt = to_device(targets);
+    DevBuf glp(tokens * 4), gent(tokens * 4), glse(tokens * 4), gmean(tokens * 4);
+    ArenaCarver measure;
+    TokenStatsScratch::carve(s, measure);
+    DevBuf scratch(measure.used());
+    ArenaCarver carver(scratch.get());
+    const TokenStatsScratch sc = TokenStatsScratch::carve(s, carver);
+    REQUIRE_OK(token_stats_forward_cuda(gemm, s, dh->get<uint16_t>(), dw->get<uint16_t>(),
+                                        dt->get<int32_t>(), glp.get<float>(), gent.get<float>(),
+                                        glse.get<float>(), gmean.get<float>(), sc, stream()));
+    REQUIRE_CLOSE(close_report("logprob", download_f32(glp), lp, 1e-5, 1e-5));
+    REQUIRE_CLOSE(close_report("entropy", download_f32(gent), ent, 1e-5, 1e-5));
+    REQUIRE_CLOSE(close_report("lse", download_f32(glse), lse, 1e-5, 1e-5));
+
+    const std::vector<float> dlp = make_matrix(1, tokens, 54, 0),
+                             dent = make_matrix(1, tokens, 55, 0);
+    std::vector<float> dh_ref(size_t(tokens * hidden)), dw_ref = make_matrix(vocab, hidden, 56, 0);
+    const std::vector<float> dw0 = dw_ref;
+    token_stats_backward(s, h.data(), w.data(), targets.data(), dlp.data(), dent.data(), lse.data(),
+                         mean.data(), dh_ref.data(), dw_ref.data());
+    auto ddlp = to_device(dlp), ddent = to_device(dent);
+    DevBuf ddh(size_t(tokens * hidden) * 4);
+    auto ddw = to_device(dw0);
+    REQUIRE_OK(token_stats_backward_cuda(gemm, s, dh->get<uint16_t>(), dw->get<uint16_t>(),
+                                         dt->get<int32_t>(), ddlp->get<float>(),
+                                         ddent->get<float>(), glse.get<float>(), gmean.get<float>(),
+                                         ddh.get<float>(), ddw->get<float>(), sc, stream()));
+    // dL/dz is rounded to bf16 before the two GEMMs: 2^-9 relative per element.
+    const double e_dh = rel_frobenius(download_f32(ddh), dh_ref);
+    std::vector<float> got_dw = download_f32(*ddw);
+    for (size_t i = 0; i < got_dw.size(); ++i) got_dw[i] -= dw0[i], dw_ref[i] -= dw0[i];
+    const double e_dw = rel_frobenius(got_dw, dw_ref);
+    INFO("dh rel " << e_dh << " dw rel " << e_dw);
+    REQUIRE(e_dh <= 4e-3);
+    REQUIRE(e_dw <= 4e-3);
+  }
+}
+
+// One linear layer in both precisions against model/ops/linear.cc on bf16-exact inputs (so the
+// FP8 quantization sees the same values on both sides), in == 192 and out == 160 not multiples
+// of 128, tokens padded to 256 with zero rows.
+TEST_CASE("LinearCuda matches linear_forward / linear_backward in bf16 and fp8",
+          "[model][linear]") {
+  absl::StatusOr<DeviceRuntime*> rt = DeviceRuntime::get(0);
+  REQUIRE_OK(rt.status());
+  const int64_t tokens = 200, padded = 256, in = 192, out = 160;
+  const std::vector<float> w = bf16_exact(out * in, 61, 0.1f);
+  std::vector<float> x = bf16_exact(tokens * in, 62), dy = bf16_exact(tokens * out, 63);
+  for (LinearPrecision p : {LinearPrecision::kBF16, LinearPrecision::kFP8}) {
+    INFO(linear_precision_name(p));
+    LinearOptions o;
+    o.precision = p;
+    absl::StatusOr<LinearCuda> lin = LinearCuda::create(*rt, o);
+    REQUIRE_OK(lin.status());
+    std::vector<float> y_ref(size_t(tokens * out)), dx_ref(size_t(tokens * in));
+    std::vector<float> dw_ref = make_matrix(out, in, 64, 0);
+    const std::vector<float> dw0 = dw_ref;
+    REQUIRE_OK(linear_forward(o, {tokens, in, out}, x.data(), w.data(), nullptr, y_ref.data()));
+    REQUIRE_OK(linear_backward(o, {tokens, in, out}, x.data(), w.data(), dy.data(), dx_ref.data(),
+                               dw_ref.data(), nullptr));
+
+    ArenaCarver measure;
+    DeviceLinear dl;
+    carve_device_linear(p, out, in, measure, &dl);
+    DevBuf wmem(measure.used());
+    ArenaCarver carver(wmem.get());
+    carve_device_linear(p, out, in, carver, &dl);
+    auto dgrad_buf = to_device(dw0);
+    dl.grad = dgrad_buf->get<float>();
+    auto dwf = to_device(w);
+    DevBuf tmp(size_t(LinearCuda::set_weight_scratch_floats(out, in)) * 4);
+    REQUIRE_OK(lin->set_weight(dwf->get<float>(), tmp.get<float>(), dl, stream()));
+
+    std::vector<float> xp = x, dyp = dy;
+    xp.resize(size_t(padded * in), 0.f), dyp.resize(size_t(padded * out), 0.f);
+    auto dx16 = to_device(to_bf16(xp)), ddy16 = to_device(to_bf16(dyp));
+    DevBuf xq(size_t(padded * in)), xs(size_t(2 * padded) * 4), xqt(size_t(padded * in)),
+        xst(size_t(2 * in) * 4), gq(size_t(padded * out)), gs(size_t(2 * padded) * 4),
+        gqt(size_t(padded * out)), gst(size_t(2 * out) * 4);
+    LinearOperand xo, go;
+    if (p == LinearPrecision::kBF16) {
+      xo.bf16 = dx16->get<uint16_t>(), go.bf16 = ddy16->get<uint16_t>();
+    } else {
+      REQUIRE_OK(lin->quantize(QuantRole::kFwdInput, padded, in, DType::kBF16, dx16->get(),
+                               xq.get<uint8_t>(), xs.get<float>(), xqt.get<uint8_t>(),
+                               xst.get<float>(), stream()));
+      REQUIRE_OK(lin->quantize(QuantRole::kBwdGrad, padded, out, DType::kBF16, ddy16->get(),
+                               gq.get<uint8_t>(), gs.get<float>(), gqt.get<uint8_t>(),
+                               gst.get<float>(), stream()));
+      xo.q = xq.get<uint8_t>(), xo.scale = xs.get<float>();
+      xo.q_t = xqt.get<uint8_t>(), xo.scale_t = xst.get<float>();
+      go.q = gq.get<uint8_t>(), go.scale = gs.get<float>();
+      go.q_t = gqt.get<uint8_t>(), go.scale_t = gst.get<float>();
+    }
+    DevBuf y(size_t(padded * out) * 4), dx(size_t(padded * in) * 4);
+    REQUIRE_OK(lin->forward(padded, xo, dl, y.get(), DType::kF32, false, stream()));
+    REQUIRE_OK(lin->dgrad(padded, go, dl, dx.get(), DType::kF32, false, stream()));
+    REQUIRE_OK(lin->wgrad(padded, go, xo, dl, stream()));
+    std::vector<float> got_y = download_f32(y), got_dx = download_f32(dx);
+    for (float v : std::vector<float>(got_y.begin() + tokens * out, got_y.end())) REQUIRE(v == 0.f);
+    got_y.resize(size_t(tokens * out)), got_dx.resize(size_t(tokens * in));
+    std::vector<float> got_dw = download_f32(*dgrad_buf);
+    for (size_t i = 0; i < got_dw.size(); ++i) got_dw[i] -= dw0[i], dw_ref[i] -= dw0[i];
+    const double tol = p == LinearPrecision::kBF16 ? 1e-5 : 2e-3;
+    const double ey = rel_frobenius(got_y, y_ref), edx = rel_frobenius(got_dx, dx_ref),
+                 edw = rel_frobenius(got_dw, dw_ref);
+    INFO("y " << ey << " dx " << edx << " dw " << edw << " (tol " << tol << ")");
+    REQUIRE(ey <= tol);
+    REQUIRE(edx <= tol);
+    REQUIRE(edw <= tol);
+  }
+}
+
+}  // namespace
+}  // namespace fp8rl
