@@ -695,7 +695,7 @@ def test_router_health_poller_and_sigterm_drain(start, slow_model):
         # A long request in flight when SIGTERM arrives finishes; the router sees 503s, and new
         # requests are refused.
         stream = open_stream(srv, {"input_ids": PROMPT, "sampling_params": {
-            "max_new_tokens": 480, "ignore_eos": True}})
+            "max_new_tokens": 200, "ignore_eos": True}})
         stream.first()
         srv.proc.send_signal(signal.SIGTERM)
         assert poller.wait_for(False, 30), poller.history
@@ -703,7 +703,7 @@ def test_router_health_poller_and_sigterm_drain(start, slow_model):
         r = post_json(srv.url, "/generate", {"input_ids": PROMPT})
         assert r.status_code == 503 and r.json()["code"] == 503
         assert last_chunk(stream)["meta_info"]["finish_reason"] == {"type": "length",
-                                                                     "length": 480}
+                                                                     "length": 200}
         assert srv.proc.wait(30) == 0, srv.read_log()
         assert "rollout: stopped" in srv.read_log()
     finally:
