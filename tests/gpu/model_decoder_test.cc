@@ -24,11 +24,13 @@
 #include "model/tiny_model.h"
 #include "tests/catch.h"
 #include "tests/gpu/model_test_util.h"
+#include "tests/unit/model/grad_check.h"
 
 namespace fp8rl {
 namespace {
 
 using namespace gpu_test;
+using test::random_params;
 
 #define REQUIRE_OK(expr)            \
   do {                              \
@@ -50,17 +52,6 @@ ModelConfig test_config() {
   c.rope_theta = 10000.0;
   c.dtype = DType::kF32;
   return c;
-}
-
-DecoderParams random_params(const ModelConfig& c, uint64_t seed, double std) {
-  DecoderParams p = DecoderParams::zeros(c);
-  Rng rng(seed);
-  for (auto& [name, t] : p.named(c)) {
-    const bool norm = absl::StrContains(name, "norm");
-    for (int64_t i = 0; i < t->numel(); ++i)
-      t->data<float>()[i] = float(norm ? 1 + 0.1 * rng.normal() : std * rng.normal());
-  }
-  return p;
 }
 
 DecoderParams clone(const ModelConfig& c, DecoderParams p) {

@@ -15,6 +15,7 @@
 #include "inference/unicode.h"
 #include "model/tiny_model.h"
 #include "tests/catch.h"
+#include "tests/unit/model/grad_check.h"
 
 using namespace fp8rl;
 
@@ -36,13 +37,7 @@ ModelConfig small_config(int64_t vocab) {
 
 // Random parameters, large enough that the next-token distributions are far from uniform.
 Decoder random_decoder(const ModelConfig& c, LinearPrecision precision = LinearPrecision::kF32) {
-  DecoderParams p = DecoderParams::zeros(c);
-  Rng rng(7);
-  for (auto& [name, t] : p.named(c)) {
-    const bool norm = absl::StrContains(name, "norm");
-    for (int64_t i = 0; i < t->numel(); ++i)
-      t->data<float>()[i] = float(norm ? 1 + 0.1 * rng.normal() : 0.3 * rng.normal());
-  }
+  DecoderParams p = test::random_params(c, 7, 0.3);
   DecoderOptions o;
   o.linear.precision = precision;
   auto d = Decoder::create(c, std::move(p), o);

@@ -36,13 +36,7 @@ Decoder make_decoder(const ModelConfig& c, const std::string& dir, double init_s
 
 // A decoder of `c` with random parameters built in memory (write_tiny_model writes Qwen3 only).
 Decoder random_decoder(const ModelConfig& c, double init_std) {
-  DecoderParams p = DecoderParams::zeros(c);
-  Rng rng(99);
-  for (auto& [name, t] : p.named(c)) {
-    const bool norm = absl::StrContains(name, "norm");
-    for (int64_t i = 0; i < t->numel(); ++i)
-      t->data<float>()[i] = float(norm ? 1 + 0.1 * rng.normal() : init_std * rng.normal());
-  }
+  DecoderParams p = test::random_params(c, 99, init_std);
   auto d = Decoder::create(c, std::move(p));
   FP8RL_CHECK_OK(d.status());
   return *std::move(d);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/random.h"
+#include "model/decoder.h"
 #include "model/tiny_model.h"
 #include "tests/catch.h"
 
@@ -27,6 +28,19 @@ inline ModelConfig small_config() {
   c.rope_theta = 10000.0;
   c.dtype = DType::kF32;
   return c;
+}
+
+// Random parameters for `c`: norm weights 1 + N(0, 0.1), everything else N(0, std), drawn in
+// DecoderParams::named order from Rng(seed).
+inline DecoderParams random_params(const ModelConfig& c, uint64_t seed, double std) {
+  DecoderParams p = DecoderParams::zeros(c);
+  Rng rng(seed);
+  for (auto& [name, t] : p.named(c)) {
+    const bool norm = name.find("norm") != std::string::npos;
+    for (int64_t i = 0; i < t->numel(); ++i)
+      t->data<float>()[i] = float(norm ? 1 + 0.1 * rng.normal() : std * rng.normal());
+  }
+  return p;
 }
 
 inline std::vector<float> random_vector(int64_t n, Rng& rng, double std = 1.0) {

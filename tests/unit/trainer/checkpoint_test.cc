@@ -24,13 +24,7 @@ namespace stdfs = std::filesystem;
 namespace {
 
 Trainer make_trainer(const ModelConfig& c, uint64_t seed = 3) {
-  DecoderParams p = DecoderParams::zeros(c);
-  Rng rng(seed);
-  for (auto& [name, t] : p.named(c)) {
-    const bool norm = absl::StrContains(name, "norm");
-    for (int64_t i = 0; i < t->numel(); ++i)
-      t->data<float>()[i] = float(norm ? 1 + 0.1 * rng.normal() : 0.1 * rng.normal());
-  }
+  DecoderParams p = test::random_params(c, seed, 0.1);
   auto d = Decoder::create(c, std::move(p));
   FP8RL_CHECK_OK(d.status());
   TrainerOptions o;
