@@ -63,21 +63,6 @@ T check(absl::StatusOr<T> v) {
   return *std::move(v);
 }
 
-ModelConfig qwen3_shape(int64_t hidden, int64_t inter) {
-  ModelConfig c = tiny_qwen3_config();
-  c.hidden_size = hidden;
-  c.intermediate_size = inter;
-  c.num_hidden_layers = 28;
-  c.num_attention_heads = 16;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
-  c.vocab_size = 151936;
-  c.max_position_embeddings = 40960;
-  c.rope_theta = 1e6;
-  c.tie_word_embeddings = true;
-  return c;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -115,7 +100,7 @@ void run_throughput(Report& rep, const Options& o) {
   const Shape shapes[] = {{"qwen3-0.6b", 1024, 3072, 0}, {"qwen3-1.7b", 2048, 6144, 1.2}};
   for (const Shape& sh : shapes) {
     if (!o.only.empty() && !absl::StrContains(sh.name, o.only)) continue;
-    ModelConfig c = qwen3_shape(sh.hidden, sh.inter);
+    ModelConfig c = qwen3_small_config(sh.hidden, sh.inter);
     std::vector<int64_t> lens = {4096, 4096};
     if (o.quick) c.num_hidden_layers = 2, lens = {512, 512};
     PackedBatch b;
@@ -239,7 +224,7 @@ double median_ms(cudaStream_t s, const Options& o, const std::function<absl::Sta
 }
 
 void run_breakdown(Report& rep, const Options& o) {
-  const ModelConfig c = qwen3_shape(2048, 6144);
+  const ModelConfig c = qwen3_small_config(2048, 6144);
   DeviceRuntime* rt = check(DeviceRuntime::get(0));
   const cudaStream_t s = rt->stream();
   const int64_t T = o.quick ? 1024 : 8192, H = c.hidden_size, V = c.vocab_size, L = 28;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "inference/cpu_kv_model.h"
 #include "inference/logit_processors.h"
 
 namespace fp8rl {
@@ -61,7 +62,12 @@ absl::Status check_request(const GenerateRequest& request, const RequestLimits& 
 }
 
 Engine::Engine(const Decoder* model, const Tokenizer* tokenizer, EngineOptions options)
-    : model_(model), tokenizer_(tokenizer), options_(std::move(options)), forward_(model) {
+    : Engine(new CpuKvModel(model), tokenizer, std::move(options)) {
+  owned_model_.reset(model_);
+}
+
+Engine::Engine(KvModel* model, const Tokenizer* tokenizer, EngineOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(std::move(options)) {
   if (options_.eos_token_ids.empty()) {
     for (int64_t id : model_->config().eos_token_ids) options_.eos_token_ids.push_back(int32_t(id));
   }
@@ -114,20 +120,20 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::step() {
   for (Sequence& s : sequences_) {
     if (s.prompt.empty()) {
       last_tokens[n] = s.out.output_ids.back();
-      steps.push_back({&s.cache, std::span<const int32_t>(&last_tokens[n], 1)});
+      steps.push_back({&s.cache, std::span<const int32_t>(&last_tokens[n], 1), needs_logits(s)});
       users.push_back({&s});
     } else if (auto it = prefill_step.find(s.group); it != prefill_step.end()) {
       users[it->second].push_back(&s);
+      steps[it->second].need_logits |= needs_logits(s);
     } else {
       prefill_step[s.group] = steps.size();
-      steps.push_back({&s.cache, s.prompt});
+      steps.push_back({&s.cache, s.prompt, needs_logits(s)});
       users.push_back({&s});
     }
     ++n;
   }
   if (!steps.empty()) {
-    std::vector<float> logits;
-    if (absl::Status st = forward_.run(steps, &logits); !st.ok()) {
+    if (absl::Status st = model_->run(steps, &step_out_); !st.ok()) {
       for (Sequence& s : sequences_) {
         finish(&s, {FinishReason::Type::kAbort, 0, {}, {}, std::string(st.message())});
         finished_.push_back(std::move(s.out));
@@ -138,7 +144,8 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::step() {
     const int64_t vocab = model_->config().vocab_size;
     std::vector<float> scratch;
     for (size_t i = 0; i < steps.size(); ++i) {
-      const std::span<const float> row(logits.data() + int64_t(i) * vocab, size_t(vocab));
+      const std::span<const float> row(step_out_.logits.data() + int64_t(i) * vocab,
+                                       steps[i].need_logits ? size_t(vocab) : 0);
       Sequence* first = users[i][0];
       if (!first->prompt.empty() && first->logprob_start_len >= 0) {
         if (absl::Status st = fill_input_logprobs(first); !st.ok()) {
@@ -149,12 +156,19 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::step() {
       }
       for (Sequence* s : users[i]) {
         if (s != first) {
-          s->cache = first->cache;
+          if (absl::Status st = model_->fork(first->cache, &s->cache); !st.ok()) {
+            finish(s, {FinishReason::Type::kAbort, 0, {}, {}, std::string(st.message())});
+            continue;
+          }
           s->out.input_token_logprobs = first->out.input_token_logprobs;
           s->out.input_top_logprobs = first->out.input_top_logprobs;
           s->out.input_token_ids_logprobs = first->out.input_token_ids_logprobs;
         }
-        append_token(s, row, &scratch);
+        if (steps[i].need_logits) {
+          append_token(s, row, &scratch);
+        } else {
+          record_token(s, step_out_.argmax[i], step_out_.argmax_logprob[i]);
+        }
       }
       for (Sequence* s : users[i]) s->prompt.clear();
     }
@@ -170,6 +184,20 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::step() {
   return std::exchange(finished_, {});
 }
 
+bool Engine::needs_logits(const Sequence& s) {
+  return !s.params.greedy() || has_logit_processors(s.params) || s.top_logprobs_num > 0 ||
+         !s.token_ids_logprob.empty();
+}
+
+void Engine::record_token(Sequence* s, int32_t id, float logprob) const {
+  s->out.output_ids.push_back(id);
+  s->out.output_logprobs.push_back(logprob);
+  if (s->params.frequency_penalty != 0.0 || s->params.presence_penalty != 0.0 ||
+      s->params.repetition_penalty != 1.0)
+    ++s->output_counts[id];
+  check_finished(s);
+}
+
 void Engine::append_token(Sequence* s, std::span<const float> row,
                           std::vector<float>* scratch) const {
   const SamplingParams& p = s->params;
@@ -183,39 +211,31 @@ void Engine::append_token(Sequence* s, std::span<const float> row,
   } else {
     id = s->sampler.draw(row);
   }
-  const float lse = log_sum_exp(row, model_->options().vocab_chunk);
-  out.output_ids.push_back(id);
-  out.output_logprobs.push_back(row[size_t(id)] - lse);
+  const float lse = log_sum_exp(row, model_->vocab_chunk());
   if (s->top_logprobs_num > 0)
     out.output_top_logprobs.push_back(top_logprobs(row, lse, s->top_logprobs_num));
   if (!s->token_ids_logprob.empty()) {
     std::vector<TokenLogprob>& asked = out.output_token_ids_logprobs.emplace_back();
     for (int32_t t : s->token_ids_logprob) asked.push_back({t, row[size_t(t)] - lse});
   }
-  if (p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 || p.repetition_penalty != 1.0)
-    ++s->output_counts[id];
-  check_finished(s);
+  record_token(s, id, row[size_t(id)] - lse);
 }
 
-absl::Status Engine::fill_input_logprobs(Sequence* s) const {
+absl::Status Engine::fill_input_logprobs(Sequence* s) {
   const std::vector<int32_t>& prompt = s->prompt;
-  PackedBatch batch;
-  batch.tokens = prompt;
-  batch.cu_seqlens = {0, int32_t(prompt.size())};
-  std::vector<int32_t> targets(prompt.size(), -1);
-  for (size_t i = 0; i + 1 < prompt.size(); ++i) targets[i] = prompt[i + 1];
-  FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, model_->forward(batch, targets));
+  const bool extras = s->top_logprobs_num > 0 || !s->token_ids_logprob.empty();
+  FP8RL_ASSIGN_OR_RETURN(const PromptScores scores, model_->score(prompt, extras));
   // Position p's token is predicted at p - 1; SGLang starts one past logprob_start_len.
   const size_t start = size_t(s->logprob_start_len);
   SequenceOutput& out = s->out;
-  out.input_token_logprobs.assign(fwd.logprob.begin() + ptrdiff_t(start),
-                                  fwd.logprob.begin() + ptrdiff_t(prompt.size() - 1));
-  if (s->top_logprobs_num > 0 || !s->token_ids_logprob.empty()) {
-    const std::vector<float> logits = model_->logits(fwd);
+  out.input_token_logprobs.assign(scores.logprob.begin() + ptrdiff_t(start),
+                                  scores.logprob.end());
+  if (extras) {
+    const std::vector<float>& logits = scores.logits;
     const int64_t vocab = model_->config().vocab_size;
     for (size_t pos = start; pos + 1 < prompt.size(); ++pos) {
       const std::span<const float> row(logits.data() + int64_t(pos) * vocab, size_t(vocab));
-      const float lse = log_sum_exp(row, model_->options().vocab_chunk);
+      const float lse = log_sum_exp(row, model_->vocab_chunk());
       if (s->top_logprobs_num > 0)
         out.input_top_logprobs.push_back(top_logprobs(row, lse, s->top_logprobs_num));
       if (!s->token_ids_logprob.empty()) {

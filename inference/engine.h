@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -12,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "inference/kv_forward.h"
+#include "inference/kv_model.h"
 #include "inference/sampling.h"
 #include "inference/tokenizer.h"
 #include "model/decoder.h"
@@ -86,11 +87,14 @@ struct EngineOptions {
 };
 
 // Driven from one thread: no method may run concurrently with another. The model and tokenizer
-// must outlive the engine. The model's parameters may be replaced between step() calls (a weight
-// update); running sequences then continue from their caches with the new weights.
+// must outlive the engine. The model's weights may be replaced between step() calls (a weight
+// update, then KvModel::weights_changed); running sequences then continue from their caches with
+// the new weights.
 class Engine {
  public:
   // `tokenizer` may be null: then requests with stop strings are refused and outputs have no text.
+  Engine(KvModel* model, const Tokenizer* tokenizer, EngineOptions options = {});
+  // The engine on a CPU decoder (a CpuKvModel it owns).
   Engine(const Decoder* model, const Tokenizer* tokenizer, EngineOptions options = {});
 
   // Queues a request of params.n sequences; they join the batch at the next step(). Returns the
@@ -139,19 +143,25 @@ class Engine {
     std::vector<int32_t> token_ids_logprob;
     std::unordered_map<int32_t, int32_t> output_counts;  // kept only for penalties
   };
+  // Whether `s` needs its whole logits row to choose and report its next token (else the
+  // model's argmax and its log-prob suffice).
+  static bool needs_logits(const Sequence& s);
   // Samples the next token of `s` from its logits row and records it with its log-probs.
   void append_token(Sequence* s, std::span<const float> row, std::vector<float>* scratch) const;
+  // Appends the chosen token and its log-prob, then checks the stop conditions.
+  void record_token(Sequence* s, int32_t id, float logprob) const;
   // The prompt's log-probs of a request with logprob_start_len >= 0 (a full forward over it).
-  absl::Status fill_input_logprobs(Sequence* s) const;
+  absl::Status fill_input_logprobs(Sequence* s);
   // Checks the stop conditions after a new token; sets out.finish (and text) when one holds.
   void check_finished(Sequence* s) const;
   void finish(Sequence* s, FinishReason reason) const;
 
-  const Decoder* model_;
+  std::unique_ptr<KvModel> owned_model_;  // the CPU decoder's, for the Decoder constructor
+  KvModel* model_;
   const Tokenizer* tokenizer_;
   EngineOptions options_;
   RequestLimits limits_;
-  KvForward forward_;
+  KvOutput step_out_;  // reused: its logits rows are large
   int64_t next_id_ = 0;
   std::list<Sequence> sequences_;  // unfinished, in arrival order
   std::vector<SequenceOutput> finished_;

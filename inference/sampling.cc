@@ -73,6 +73,11 @@ float log_sum_exp(std::span<const float> logits, int64_t vocab_chunk) {
   return m + std::log(sum);
 }
 
+SampledToken greedy_token(std::span<const float> logits, int64_t vocab_chunk) {
+  const auto best = std::max_element(logits.begin(), logits.end());
+  return {int32_t(best - logits.begin()), *best - log_sum_exp(logits, vocab_chunk)};
+}
+
 float token_logprob(std::span<const float> logits, int32_t id) {
   return logits[size_t(id)] - log_sum_exp(logits);
 }

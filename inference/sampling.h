@@ -66,6 +66,9 @@ struct TokenLogprob {
 // trainer computes from the same logits.
 float log_sum_exp(std::span<const float> logits, int64_t vocab_chunk = 0);
 
+// The greedy choice: the first maximal logit, with logits[id] - log_sum_exp(logits, vocab_chunk).
+SampledToken greedy_token(std::span<const float> logits, int64_t vocab_chunk);
+
 // log_softmax(logits)[id] in float32: max, sum of exp(z - max), z[id] - (max + log(sum)).
 float token_logprob(std::span<const float> logits, int32_t id);
 

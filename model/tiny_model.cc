@@ -33,6 +33,21 @@ ModelConfig tiny_qwen3_config() {
   return c;
 }
 
+ModelConfig qwen3_small_config(int64_t hidden, int64_t intermediate) {
+  ModelConfig c = tiny_qwen3_config();
+  c.hidden_size = hidden;
+  c.intermediate_size = intermediate;
+  c.num_hidden_layers = 28;
+  c.num_attention_heads = 16;
+  c.num_key_value_heads = 8;
+  c.head_dim = 128;
+  c.vocab_size = 151936;
+  c.max_position_embeddings = 40960;
+  c.rope_theta = 1e6;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
 namespace {
 
 // Fills one parameter: norms around 1, everything else ~ N(0, std).

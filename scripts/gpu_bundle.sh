@@ -5,7 +5,9 @@
 # fp8rl_ckpt_probe (plus EXTRA_TARGETS), stripped; lib/ every
 # shared library they load that the GPU machine lacks (Abseil, gRPC, protobuf, spdlog, fmt, ...:
 # everything except glibc, libstdc++/libgcc and the CUDA libraries, which it has); tests/ the
-# Python scripts. tests/gpu/run.sh runs it there:  run(carry=[".bundle"], "bash tests/gpu/run.sh").
+# Python scripts. bin/ and lib/ travel as one xz tarball (payload.tar.xz: statically linked test
+# binaries share most of their bytes, so it packs them ~4x); tests/gpu/run.sh unpacks it there:
+# run(carry=[".bundle"], "bash tests/gpu/run.sh").
 #
 # usage: scripts/gpu_bundle.sh [BUILD_DIR]   (default build; configured with FP8RL_CUDA=ON)
 set -euo pipefail
@@ -61,6 +63,8 @@ cp tests/gpu/*.py tests/interop/conftest.py tests/interop/test_hf_parity.py "$ou
   echo "lib: $(cd "$out/lib" && echo *)"
 } > "$out/MANIFEST"
 
+tar -C "$out" -cf - bin lib | xz -T0 -6 > "$out/payload.tar.xz"
+rm -rf "$out/bin" "$out/lib"
 size_kib=$(du -sk "$out" | cut -f1)
 echo "gpu_bundle: $out is $((size_kib / 1024)) MiB (${#seen[@]} libraries, ${#bins[@]} binaries)"
 if [ "$size_kib" -gt $((max_mib * 1024)) ]; then

@@ -64,7 +64,8 @@ absl::StatusOr<CudaDecoder> CudaDecoder::allocate(ModelConfig config,
   FP8RL_CUDA_CHECK(cudaSetDevice(options.device));
   FP8RL_ASSIGN_OR_RETURN(DeviceRuntime * rt, DeviceRuntime::get(options.device));
   FP8RL_ASSIGN_OR_RETURN(LinearCuda lin, LinearCuda::create(rt, options.linear));
-  FP8RL_ASSIGN_OR_RETURN(DeviceParams params, DeviceParams::allocate(config, lin, rt->stream()));
+  FP8RL_ASSIGN_OR_RETURN(DeviceParams params, DeviceParams::allocate(config, lin, rt->stream(),
+                                                                  options.gradients));
   return CudaDecoder(std::move(config), options, rt, std::move(lin), std::move(params));
 }
 
@@ -110,6 +111,12 @@ absl::Status CudaDecoder::ensure_rope(int64_t positions) {
       copy_to_device(rope_.data<float>() + table.cos.size(), table.sin, rt_->stream()));
   rope_positions_ = n;
   return absl::OkStatus();
+}
+
+absl::StatusOr<CudaDecoder::RopeTables> CudaDecoder::rope_tables(int64_t positions) {
+  FP8RL_RETURN_IF_ERROR(ensure_rope(positions));
+  const float* cos = rope_.data<float>();
+  return RopeTables{cos, cos + rope_positions_ * (config_.head_dim / 2)};
 }
 
 AttentionShape CudaDecoder::attention_shape() const {
@@ -422,6 +429,8 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
 absl::Status CudaDecoder::backward(const CudaDecoderForward& fwd, std::span<const float> dlogprob,
                                    std::span<const float> dentropy) {
   FP8RL_RETURN_IF_ERROR(check_current(fwd, "backward"));
+  if (!params_.has_gradients())
+    return absl::FailedPreconditionError("CudaDecoder::backward: created without gradients");
   const PlanShape& sh = plan_.shape;
   FP8RL_REQUIRE(int64_t(dlogprob.size()) == sh.tokens && int64_t(dentropy.size()) == sh.tokens,
                 "CudaDecoder::backward: ", dlogprob.size(), " logprob and ", dentropy.size(),

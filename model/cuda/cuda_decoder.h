@@ -35,6 +35,9 @@ struct CudaDecoderOptions {
   LinearOptions linear;
   int64_t vocab_chunk = 8192;  // LM-head logits held at once: padded tokens x vocab_chunk floats
   int device = 0;
+  // false: no gradient storage (inference); backward, zero_grads and grads_to_host then fail
+  // with FailedPrecondition.
+  bool gradients = true;
 };
 
 // The result of CudaDecoder::forward. Its activations live in the decoder's arena: valid until
@@ -86,6 +89,20 @@ class CudaDecoder {
   absl::Status grads_to_host(DecoderParams* grads) const;
   // Refreshes the device weights from float32 masters (after an optimizer step).
   absl::Status upload(const DecoderParams& params);
+
+  // What an inference path that runs the weights with its own activations needs
+  // (inference/cuda/cuda_kv_model.h). Kernels go on runtime()->stream().
+  const DeviceParams& device_params() const { return params_; }
+  LinearCuda& linear() { return lin_; }
+  Bf16Gemm& head_gemm() { return head_gemm_; }
+  DeviceRuntime* runtime() const { return rt_; }
+  // RoPE tables on the device for at least `positions` positions: cos and sin [rows, head_dim/2]
+  // float32 (RopeTable's values). Growing replaces them: earlier pointers die at the next call.
+  struct RopeTables {
+    const float* cos = nullptr;
+    const float* sin = nullptr;
+  };
+  absl::StatusOr<RopeTables> rope_tables(int64_t positions);
 
   // Device bytes held: weights, gradients, activation arena (its current capacity).
   size_t weight_bytes() const { return params_.weight_bytes(); }

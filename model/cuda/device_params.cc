@@ -10,7 +10,8 @@
 namespace fp8rl {
 
 absl::StatusOr<DeviceParams> DeviceParams::allocate(const ModelConfig& config,
-                                                    const LinearCuda& lin, cudaStream_t stream) {
+                                                    const LinearCuda& lin, cudaStream_t stream,
+                                                    bool gradients) {
   DeviceParams p;
   p.config_ = config;
   ArenaCarver wm, gm;  // measure
@@ -19,11 +20,14 @@ absl::StatusOr<DeviceParams> DeviceParams::allocate(const ModelConfig& config,
   FP8RL_CUDA_CHECK(cudaGetDevice(&device));
   FP8RL_ASSIGN_OR_RETURN(p.weights_,
                          Tensor::empty_on(DType::kU8, {int64_t(wm.used())}, Device::cuda(device)));
-  FP8RL_ASSIGN_OR_RETURN(p.grads_,
-                         Tensor::empty_on(DType::kU8, {int64_t(gm.used())}, Device::cuda(device)));
-  ArenaCarver w(p.weights_.raw()), g(p.grads_.raw());
+  if (gradients) {
+    FP8RL_ASSIGN_OR_RETURN(p.grads_, Tensor::empty_on(DType::kU8, {int64_t(gm.used())},
+                                                      Device::cuda(device)));
+  }
+  // Without gradients their carver only measures: every gradient pointer stays null.
+  ArenaCarver w(p.weights_.raw()), g(gradients ? p.grads_.raw() : nullptr);
   p.carve(lin.options().precision, w, g);
-  FP8RL_RETURN_IF_ERROR(p.zero_grads(stream));
+  if (gradients) FP8RL_RETURN_IF_ERROR(p.zero_grads(stream));
   return p;
 }
 
@@ -167,12 +171,16 @@ absl::Status DeviceParams::init_random(uint64_t seed, double std, LinearCuda& li
 }
 
 absl::Status DeviceParams::zero_grads(cudaStream_t stream) {
+  if (!has_gradients())
+    return absl::FailedPreconditionError("device parameters were allocated without gradients");
   FP8RL_CUDA_CHECK(cudaMemsetAsync(grads_.raw(), 0, grads_.nbytes(), stream));
   return absl::OkStatus();
 }
 
 absl::Status DeviceParams::grads_to_host(DecoderParams* out, cudaStream_t stream) const {
   FP8RL_REQUIRE(out != nullptr, "grads_to_host: null output");
+  if (!has_gradients())
+    return absl::FailedPreconditionError("device parameters were allocated without gradients");
   FP8RL_RETURN_IF_ERROR(check_host(*out));
   for (const Slot& s : slots_) {
     FP8RL_CUDA_CHECK(cudaMemcpyAsync(host_tensor(*out, s).data<float>(), s.grad,

@@ -34,9 +34,12 @@ struct DeviceLayerParams {
 class DeviceParams {
  public:
   // Allocates storage for `config` with linears in `lin`'s precision on the current device.
-  // Contents are undefined until upload() or init_random(); gradients are zero.
+  // Contents are undefined until upload() or init_random(); gradients are zero. Without
+  // `gradients` the gradient pointers are null and zero_grads/grads_to_host fail with
+  // FailedPrecondition.
   static absl::StatusOr<DeviceParams> allocate(const ModelConfig& config, const LinearCuda& lin,
-                                               cudaStream_t stream);
+                                               cudaStream_t stream, bool gradients = true);
+  bool has_gradients() const { return grads_.defined(); }
 
   // Rebuilds every device weight from `host` (float32, shapes of decoder_parameter_specs).
   // InvalidArgument naming the tensor when one is missing or misshapen (nothing is changed then).

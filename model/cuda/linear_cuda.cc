@@ -81,18 +81,43 @@ absl::Status LinearCuda::quantize(QuantRole role, int64_t tokens, int64_t cols, 
   return quantize_1x128_cuda(d, x, q, scale, q_t, scale_t, stream);
 }
 
-absl::Status LinearCuda::forward(int64_t tokens, const LinearOperand& x, const DeviceLinear& w,
-                                 void* y, DType y_dtype, bool accumulate, cudaStream_t stream) {
-  if (!fp8()) {
-    Bf16GemmDesc g;
-    g.m = tokens, g.n = w.out, g.k = w.in, g.out_dtype = y_dtype, g.accumulate = accumulate;
-    return bf16_.run(g, x.bf16, w.w16, y, stream);
-  }
+namespace {
+
+Bf16GemmDesc bf16_forward_desc(int64_t tokens, const DeviceLinear& w, DType y_dtype, bool acc) {
+  Bf16GemmDesc g;
+  g.m = tokens, g.n = w.out, g.k = w.in, g.out_dtype = y_dtype, g.accumulate = acc;
+  return g;
+}
+
+GemmDesc fp8_forward_desc(int64_t tokens, const DeviceLinear& w, DType y_dtype, bool acc) {
   GemmDesc g;
   g.m = tokens, g.n = w.out, g.k = w.in;
   g.a_tile = ScaleTile::k1x128, g.b_tile = ScaleTile::k128x128, g.b_scale_ld = scale_ld(w.in);
-  g.out_dtype = y_dtype, g.accumulate = accumulate;
-  return fp8_.run(g, x.q, x.scale, w.w8, w.w8_scale, y, stream);
+  g.out_dtype = y_dtype, g.accumulate = acc;
+  return g;
+}
+
+}  // namespace
+
+absl::Status LinearCuda::forward(int64_t tokens, const LinearOperand& x, const DeviceLinear& w,
+                                 void* y, DType y_dtype, bool accumulate, cudaStream_t stream) {
+  if (!fp8())
+    return bf16_.run(bf16_forward_desc(tokens, w, y_dtype, accumulate), x.bf16, w.w16, y, stream);
+  return fp8_.run(fp8_forward_desc(tokens, w, y_dtype, accumulate), x.q, x.scale, w.w8,
+                  w.w8_scale, y, stream);
+}
+
+absl::Status LinearCuda::autotune_forward(int64_t tokens, const LinearOperand& x,
+                                          const DeviceLinear& w, void* y, DType y_dtype,
+                                          cudaStream_t stream) {
+  if (!fp8()) {
+    return bf16_.autotune(bf16_forward_desc(tokens, w, y_dtype, false), x.bf16, w.w16, y, stream)
+        .status();
+  }
+  return fp8_
+      .autotune(fp8_forward_desc(tokens, w, y_dtype, false), x.q, x.scale, w.w8, w.w8_scale, y,
+                stream)
+      .status();
 }
 
 absl::Status LinearCuda::dgrad(int64_t tokens, const LinearOperand& dy, const DeviceLinear& w,

@@ -73,6 +73,10 @@ class LinearCuda {
   // y [tokens, out] (+)= x . W^T, y of y_dtype (kBF16 or kF32).
   absl::Status forward(int64_t tokens, const LinearOperand& x, const DeviceLinear& w, void* y,
                        DType y_dtype, bool accumulate, cudaStream_t stream);
+  // Times the GEMM algorithms forward() can use at this shape on these buffers (y is
+  // overwritten) and keeps the fastest for every later forward() of the shape. Synchronises.
+  absl::Status autotune_forward(int64_t tokens, const LinearOperand& x, const DeviceLinear& w,
+                                void* y, DType y_dtype, cudaStream_t stream);
   // dx [tokens, in] (+)= dy . W.
   absl::Status dgrad(int64_t tokens, const LinearOperand& dy, const DeviceLinear& w, void* dx,
                      DType dx_dtype, bool accumulate, cudaStream_t stream);

@@ -88,6 +88,13 @@ void register_rollout(CLI::App& app, int& rc) {
   sub->add_option("--quantization", o->quantization,
                   "fp8: FP8 blockwise linears (default: when the checkpoint is FP8)")
       ->check(CLI::IsMember({"", "fp8"}));
+  sub->add_option("--device", o->device, "cpu, or cuda: the CUDA engine")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--gpu-id", o->gpu_id, "The GPU --device cuda runs on")->check(CLI::NonNegativeNumber);
+  sub->add_option("--mem-fraction-static", o->mem_fraction_static,
+                  "--device cuda without --max-total-tokens: the share of the free device memory "
+                  "(after the weights) the KV cache takes")
+      ->check(CLI::Range(0.01, 0.99));
   sub->add_option("--http-threads", o->http_threads,
                   "HTTP requests served at once (a stream holds one until it ends)")
       ->check(CLI::PositiveNumber);

@@ -12,6 +12,9 @@
 #include "core/hf_config.h"
 #include "core/logging.h"
 #include "core/status.h"
+#if defined(FP8RL_WITH_CUDA)
+#include "inference/cuda/cuda_kv_model.h"
+#endif
 #include "services/rollout/rollout_http.h"
 
 namespace fp8rl {
@@ -71,14 +74,60 @@ RolloutServer::~RolloutServer() {
 
 absl::Status RolloutServer::start() { return http_.start(); }
 
+absl::StatusOr<std::unique_ptr<KvModel>> RolloutServer::cuda_backend(
+    const Decoder& host, int64_t* max_total_tokens) const {
+#if defined(FP8RL_WITH_CUDA)
+  const ModelConfig& c = host.config();
+  CudaDecoderOptions o;
+  o.linear = host.options().linear;
+  o.device = options_.gpu_id;
+  o.gradients = false;
+  FP8RL_REQUIRE(o.linear.precision != LinearPrecision::kF32,
+                "--device cuda: the CUDA engine runs bfloat16 or fp8 linears, not --dtype float32");
+  absl::StatusOr<CudaDecoder> dec = CudaDecoder::create(c, host.params(), o);
+  if (!dec.ok()) return annotate(dec.status(), "--device cuda");
+  const int64_t per_token = CudaKvModel::bytes_per_token(c);
+  if (*max_total_tokens <= 0) {
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) != cudaSuccess)
+      return absl::InternalError("--device cuda: cudaMemGetInfo failed");
+    const int64_t context =
+        options_.context_length > 0
+            ? std::min<int64_t>(options_.context_length, c.max_position_embeddings)
+            : c.max_position_embeddings;
+    *max_total_tokens =
+        std::min(int64_t(double(free) * options_.mem_fraction_static) / per_token,
+                 options_.max_running_requests * context);
+    FP8RL_REQUIRE(*max_total_tokens > 0, "--device cuda: no device memory left for the KV cache (",
+                  free >> 20, " MiB free, --mem-fraction-static ",
+                  options_.mem_fraction_static, ")");
+  }
+  CudaKvModelOptions kv;
+  kv.max_total_tokens = *max_total_tokens;
+  kv.max_sequences = options_.max_running_requests;
+  absl::StatusOr<std::unique_ptr<CudaKvModel>> m =
+      CudaKvModel::create(*std::move(dec), &host, kv);
+  if (!m.ok()) return annotate(m.status(), "--device cuda");
+  FP8RL_LOG_INFO("rollout: CUDA engine on GPU {}: weights {} MiB, KV pool {} MiB ({} tokens)",
+                 options_.gpu_id, (*m)->decoder().weight_bytes() >> 20, (*m)->pool_bytes() >> 20,
+                 *max_total_tokens);
+  return std::unique_ptr<KvModel>(*std::move(m));
+#else
+  (void)host, (void)max_total_tokens;
+  return absl::InvalidArgumentError("--device cuda: this fp8rl was built without CUDA");
+#endif
+}
+
 absl::Status RolloutServer::load() {
   const auto t0 = std::chrono::steady_clock::now();
   FP8RL_ASSIGN_OR_RETURN(const ModelConfig config, load_model_config(options_.model_path));
   DecoderOptions decoder;
   // SGLang's --dtype auto is the checkpoint's torch_dtype: BF16 (or F16) checkpoints run BF16
   // linears, as the trainer does by default; float32 ones run exact float32.
-  const bool f32 =
-      options_.dtype == "float32" || (options_.dtype == "auto" && config.dtype == DType::kF32);
+  // The CUDA engine runs bfloat16 at least: auto means bfloat16 there.
+  const bool f32 = options_.dtype == "float32" ||
+                   (options_.dtype == "auto" && config.dtype == DType::kF32 &&
+                    options_.device == "cpu");
   decoder.linear.precision = f32 ? LinearPrecision::kF32 : LinearPrecision::kBF16;
   if (options_.context_length > config.max_position_embeddings)
     FP8RL_LOG_WARN("rollout: --context-length {} is beyond the model's {}: using {}",
@@ -116,8 +165,13 @@ absl::Status RolloutServer::load() {
   sched.max_running_requests = options_.max_running_requests;
   sched.max_total_tokens = options_.max_total_tokens;
   sched.weight_version = options_.weight_version;
-  scheduler_ = std::make_unique<Scheduler>(*std::move(model), std::move(tokenizer), engine, sched,
-                                           &metrics_);
+  auto host = std::make_unique<Decoder>(*std::move(model));
+  std::unique_ptr<KvModel> backend;
+  if (options_.device == "cuda") {
+    FP8RL_ASSIGN_OR_RETURN(backend, cuda_backend(*host, &sched.max_total_tokens));
+  }
+  scheduler_ = std::make_unique<Scheduler>(std::move(host), std::move(backend),
+                                           std::move(tokenizer), engine, sched, &metrics_);
   scheduler_->start();
   state_.store(State::kReady, std::memory_order_release);
   FP8RL_LOG_INFO(

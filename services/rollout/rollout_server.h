@@ -38,6 +38,12 @@ struct RolloutOptions {
   // Linears: auto (bfloat16 unless the checkpoint is float32), float32, bfloat16.
   std::string dtype = "auto";
   std::string quantization;  // "" (from the checkpoint's quantization_config) or fp8
+  // cpu, or cuda: the CUDA engine (BF16/FP8 linears, paged KV cache, decode as CUDA graphs).
+  std::string device = "cpu";
+  int gpu_id = 0;
+  // cuda without max_total_tokens: this share of the device memory left after the weights
+  // becomes the KV pool.
+  double mem_fraction_static = 0.85;
   // fp8rl's own:
   int http_threads = 128;  // requests served at once (streams hold one each)
   int64_t max_body_bytes = int64_t(64) << 20;
@@ -63,6 +69,10 @@ class RolloutServer {
   enum class State { kLoading, kReady, kDraining };
 
   void add_routes();
+  // --device cuda: the CUDA engine over `host`'s weights; sizes the KV pool when
+  // *max_total_tokens is 0 and writes what it chose there.
+  absl::StatusOr<std::unique_ptr<KvModel>> cuda_backend(const Decoder& host,
+                                                        int64_t* max_total_tokens) const;
   void handle_generate(const httplib::Request& req, httplib::Response& res);
   void handle_update_weights_from_disk(const httplib::Request& req, httplib::Response& res);
   // Answers 503 and returns false unless READY.

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "inference/cpu_kv_model.h"
 
 namespace fp8rl {
 namespace {
@@ -35,11 +36,13 @@ struct Scheduler::Entry {
   std::vector<SteadyClock::time_point> last_token;
 };
 
-Scheduler::Scheduler(Decoder model, std::optional<Tokenizer> tokenizer, const EngineOptions& engine,
+Scheduler::Scheduler(std::unique_ptr<Decoder> model, std::unique_ptr<KvModel> backend,
+                     std::optional<Tokenizer> tokenizer, const EngineOptions& engine,
                      const SchedulerOptions& options, RolloutMetrics* metrics)
     : model_(std::move(model)),
+      backend_(backend ? std::move(backend) : std::make_unique<CpuKvModel>(model_.get())),
       tokenizer_(std::move(tokenizer)),
-      engine_(&model_, tokenizer_ ? &*tokenizer_ : nullptr, engine),
+      engine_(backend_.get(), tokenizer_ ? &*tokenizer_ : nullptr, engine),
       options_(options),
       max_total_tokens_(options.max_total_tokens > 0
                             ? options.max_total_tokens
@@ -297,7 +300,11 @@ void Scheduler::admit_locked() {
 void Scheduler::apply_update_locked() {
   // Only the loop runs the model, and it does not run now: the parameters can be swapped. The
   // caller checked every shape against the running model's.
-  model_.params() = std::move(update_->params);
+  model_->params() = std::move(update_->params);
+  // A device backend copies the new weights now; should that fail the server cannot keep its
+  // promise of serving the new weights, and says so loudly (the CPU weights are already new).
+  if (absl::Status st = backend_->weights_changed(); !st.ok())
+    FP8RL_LOG_ERROR("rollout: copying the new weights to the device failed: {}", st.ToString());
   if (update_->weight_version) weight_version_ = *update_->weight_version;
   update_->paused_sequences = engine_.num_running();
   update_->applied = true;

@@ -51,8 +51,11 @@ struct Ticket {
 
 class Scheduler {
  public:
-  // Owns the model and the tokenizer (none: skip_tokenizer_init). Call start() to run.
-  Scheduler(Decoder model, std::optional<Tokenizer> tokenizer, const EngineOptions& engine,
+  // Owns the model, the backend that runs it (null: the CPU decoder itself; else one built
+  // over `model`, e.g. the CUDA engine) and the tokenizer (none: skip_tokenizer_init). Call
+  // start() to run.
+  Scheduler(std::unique_ptr<Decoder> model, std::unique_ptr<KvModel> backend,
+            std::optional<Tokenizer> tokenizer, const EngineOptions& engine,
             const SchedulerOptions& options, RolloutMetrics* metrics);
   ~Scheduler();  // stop()s
   Scheduler(const Scheduler&) = delete;
@@ -64,8 +67,8 @@ class Scheduler {
   void stop();
 
   // Immutable while the scheduler lives; safe from any thread.
-  const ModelConfig& config() const { return model_.config(); }
-  const DecoderOptions& decoder_options() const { return model_.options(); }
+  const ModelConfig& config() const { return model_->config(); }
+  const DecoderOptions& decoder_options() const { return model_->options(); }
   const Tokenizer* tokenizer() const { return tokenizer_ ? &*tokenizer_ : nullptr; }
   const RequestLimits& limits() const { return engine_.limits(); }
   int64_t max_total_tokens() const { return max_total_tokens_; }
@@ -131,9 +134,10 @@ class Scheduler {
   void publish_locked(std::vector<SequenceOutput> finished, bool stepped);
   void notify_locked(Ticket& t);
 
-  Decoder model_;
+  std::unique_ptr<Decoder> model_;
+  std::unique_ptr<KvModel> backend_;  // runs model_'s weights
   std::optional<Tokenizer> tokenizer_;
-  Engine engine_;  // refers to model_ and tokenizer_
+  Engine engine_;  // refers to backend_ and tokenizer_
   const SchedulerOptions options_;
   const int64_t max_total_tokens_;
   RolloutMetrics* const metrics_;  // may be null

@@ -3,9 +3,10 @@
 # scripts/gpu_bundle.sh carried along:  run(carry=[".bundle"], command="bash tests/gpu/run.sh").
 # Runs every GPU test binary, compute-sanitizer memcheck on them (the exhaustive 2^32 sweeps
 # excluded), the torch._scaled_mm cross-check, the HF parity test (CPU and CUDA decoders), the
-# torch_dist checkpoint check and the benchmarks (bench_fp8, bench_attention, bench_model); logs and
+# torch_dist checkpoint check and the benchmarks (bench_fp8, bench_attention, bench_model, and
+# bench_decode against bench/hf_generate.py); logs and
 # JSON go to $OUT; a short table comes last.
-#   RUN_TESTS=0 RUN_SANITIZER=0 RUN_XCHECK=0 RUN_PARITY=0 RUN_DCP=0 RUN_BENCH=0 skip parts; BENCH_ARGS (bench_fp8, default "all"),
+#   RUN_TESTS=0 RUN_SANITIZER=0 RUN_XCHECK=0 RUN_PARITY=0 RUN_DCP=0 RUN_BENCH=0 RUN_ROLLOUT=0 RUN_DECODE=0 skip parts; BENCH_ARGS (bench_fp8, default "all"),
 #   MODEL_BENCH_ARGS (bench_model, default "all");
 #   RUN_NCU=1 profiles one launch (NCU_KERNEL regex, NCU_ONLY bench row) into ncu.log.
 set -uo pipefail
@@ -13,6 +14,8 @@ cd "$(dirname "$0")/../.."
 B=${BUNDLE:-.bundle}  # run(carry=[".bundle-NAME"], "BUNDLE=.bundle-NAME bash tests/gpu/run.sh") for another
 OUT=${OUT:-/tmp/fp8rl_gpu_out}
 mkdir -p "$OUT"
+# scripts/gpu_bundle.sh packs bin/ and lib/ into payload.tar.xz.
+[ -d "$B/bin" ] || xz -dc "$B/payload.tar.xz" | tar -C "$B" -xf - || { echo "no bundle in $B" >&2; exit 1; }
 export LD_LIBRARY_PATH="$PWD/$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PYTHONUNBUFFERED=1
 SAN=/usr/local/cuda/bin/compute-sanitizer
@@ -86,19 +89,29 @@ if [ "${RUN_BENCH:-1}" = 1 ]; then
   step "bench_model ${MODEL_BENCH_ARGS:-all}" "$OUT/bench.log" timeout 420 $B/bin/bench_model \
     ${MODEL_BENCH_ARGS:-all} --json "$OUT/bench_model.json"
 fi
+if [ "${RUN_ROLLOUT:-1}" = 1 ]; then  # fp8rl rollout --device cuda against --device cpu
+  step "rollout --device cuda vs cpu" "$OUT/rollout.log" timeout 300 python3 \
+    tests/gpu/rollout_cuda_check.py --fp8rl $B/bin/fp8rl --json "$OUT/rollout_cuda.json"
+fi
+if [ "${RUN_DECODE:-1}" = 1 ]; then  # generation: HF generate() first (the baseline), then ours
+  step "HF generate (decode baseline)" "$OUT/decode.log" timeout 300 python3 bench/hf_generate.py \
+    --json "$OUT/hf_generate.json"
+  step "bench_decode" "$OUT/decode.log" timeout 300 $B/bin/bench_decode \
+    --hf-json "$OUT/hf_generate.json" --json "$OUT/bench_decode.json"
+fi
 
 {
   echo
   echo "== fp8rl GPU run =="
   for i in "${!names[@]}"; do printf '%-46s %-14s %5ss\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"; done
-  for j in "$OUT"/bench_fp8.json "$OUT"/bench_attention.json "$OUT"/bench_model.json; do
+  for j in "$OUT"/bench_fp8.json "$OUT"/bench_attention.json "$OUT"/bench_model.json "$OUT"/bench_decode.json; do
     [ -f "$j" ] || continue
     python3 - "$j" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 print(f"-- {sys.argv[1].rsplit('/', 1)[-1]} ({j.get('device', '?')}) --")
 for r in j["rows"]:
-    if r["target"] > 0 or "baseline" in r["name"] or r.get("group") in ("attention", "throughput", "converge"):
+    if r["target"] > 0 or "baseline" in r["name"] or r.get("group") in ("attention", "throughput", "converge", "decode"):
         flag = "" if r["target"] <= 0 else ("PASS" if r["meets_target"] else "MISS")
         print(f"{r['name'][:40]:40s} {r['shape'][:20]:20s} {r['rate']:9.1f} {r['unit']:8s} x{r['ratio']:.3f} {flag}")
 EOF

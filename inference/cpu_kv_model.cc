@@ -1,11 +1,12 @@
-// Decoder forward over KV caches (inference/kv_forward.h).
-#include "inference/kv_forward.h"
+// The CPU decoder over per-sequence KV caches (inference/cpu_kv_model.h).
+#include "inference/cpu_kv_model.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "core/status.h"
 #include "inference/cached_attention.h"
+#include "inference/sampling.h"
 #include "model/ops/embedding.h"
 #include "model/ops/linear.h"
 #include "model/ops/rmsnorm.h"
@@ -21,9 +22,24 @@ void add_into(std::vector<float>& acc, const std::vector<float>& x) {
   for (size_t i = 0; i < acc.size(); ++i) acc[i] += x[i];
 }
 
+// Per layer, rows [len, kv_heads * head_dim] of K and of V.
+struct CpuKvCache final : KvCacheData {
+  std::vector<std::vector<float>> k, v;
+};
+
+CpuKvCache& cpu_cache(KvCache* cache, size_t layers) {
+  if (!cache->data) {
+    auto d = std::make_unique<CpuKvCache>();
+    d->k.resize(layers);
+    d->v.resize(layers);
+    cache->data = std::move(d);
+  }
+  return static_cast<CpuKvCache&>(*cache->data);
+}
+
 }  // namespace
 
-absl::Status KvForward::run(std::span<const KvStep> steps, std::vector<float>* logits) {
+absl::Status CpuKvModel::run(std::span<const KvStep> steps, KvOutput* out) {
   const ModelConfig& c = model_->config();
   const DecoderParams& params = model_->params();
   const LinearOptions& lin = model_->options().linear;
@@ -41,8 +57,7 @@ absl::Status KvForward::run(std::span<const KvStep> steps, std::vector<float>* l
       positions.push_back(int32_t(s.cache->len + int64_t(i)));
     }
     max_pos = std::max<int64_t>(max_pos, s.cache->len + int64_t(s.tokens.size()));
-    s.cache->k.resize(params.layers.size());
-    s.cache->v.resize(params.layers.size());
+    cpu_cache(s.cache, params.layers.size());
   }
   const int64_t t = int64_t(tokens.size());
   const int64_t half = hd / 2, rope_positions = int64_t(rope_.cos.size()) / half;
@@ -73,8 +88,9 @@ absl::Status KvForward::run(std::span<const KvStep> steps, std::vector<float>* l
     int64_t row = 0;
     for (size_t s = 0; s < steps.size(); ++s) {
       KvCache& cache = *steps[s].cache;
+      CpuKvCache& data = static_cast<CpuKvCache&>(*cache.data);
       const int64_t n = int64_t(steps[s].tokens.size());
-      std::vector<float>&ck = cache.k[l], &cv = cache.v[l];
+      std::vector<float>&ck = data.k[l], &cv = data.v[l];
       ck.insert(ck.end(), k.begin() + row * kvd, k.begin() + (row + n) * kvd);
       cv.insert(cv.end(), v.begin() + row * kvd, v.begin() + (row + n) * kvd);
       seqs[s] = {ck.data(), cv.data(), cache.len, n};
@@ -106,10 +122,39 @@ absl::Status KvForward::run(std::span<const KvStep> steps, std::vector<float>* l
   }
   rmsnorm_forward(b, hidden, eps, last.data(), f32(params.norm), normed.data(), rstd.data());
   const Tensor& head = c.tie_word_embeddings ? params.embed_tokens : params.lm_head;
-  logits->resize(size_t(b * c.vocab_size));
+  out->logits.resize(size_t(b * c.vocab_size));
   lm_logits({b, hidden, c.vocab_size, model_->options().vocab_chunk}, normed.data(), f32(head),
-            logits->data());
+            out->logits.data());
+  out->argmax.resize(size_t(b));
+  out->argmax_logprob.resize(size_t(b));
+  for (int64_t i = 0; i < b; ++i) {
+    const SampledToken g = greedy_token(
+        std::span<const float>(out->logits).subspan(size_t(i * c.vocab_size), size_t(c.vocab_size)),
+        vocab_chunk());
+    out->argmax[size_t(i)] = g.id;
+    out->argmax_logprob[size_t(i)] = g.logprob;
+  }
   return absl::OkStatus();
+}
+
+absl::Status CpuKvModel::fork(const KvCache& from, KvCache* to) {
+  to->len = from.len;
+  to->data = from.data ? std::make_unique<CpuKvCache>(static_cast<const CpuKvCache&>(*from.data))
+                       : nullptr;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PromptScores> CpuKvModel::score(std::span<const int32_t> tokens, bool with_logits) {
+  PackedBatch batch;
+  batch.tokens.assign(tokens.begin(), tokens.end());
+  batch.cu_seqlens = {0, int32_t(tokens.size())};
+  std::vector<int32_t> targets(tokens.size(), -1);
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) targets[i] = tokens[i + 1];
+  FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, model_->forward(batch, targets));
+  PromptScores scores;
+  scores.logprob.assign(fwd.logprob.begin(), fwd.logprob.end() - 1);
+  if (with_logits) scores.logits = model_->logits(fwd);
+  return scores;
 }
 
 }  // namespace fp8rl
