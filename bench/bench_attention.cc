@@ -190,19 +190,12 @@ int main(int argc, char** argv) {
   app.add_flag("--quick", o.quick, "small shapes: a smoke test, not a measurement");
   app.add_option("--only", o.only, "run only the problems whose name contains this");
   CLI11_PARSE(app, argc, argv);
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 77;
-  }
-  absl::StatusOr<fp8rl::DeviceRuntime*> rt = fp8rl::DeviceRuntime::get(0);
-  FP8RL_CHECK_OK(rt.status());
   Report rep;
-  rep.set_meta("device", (*rt)->info().to_string());
+  fp8rl::DeviceRuntime* rt = open_device("bench_attention", rep);
+  if (rt == nullptr) return 77;
   rep.set_meta("iters", o.iters);
   rep.set_meta("warmup", o.warmup);
   rep.set_meta("quick", o.quick);
-  std::printf("bench_attention on %s\n", (*rt)->info().to_string().c_str());
   std::vector<Problem> problems;
   if (o.quick) {
     problems.push_back({"smoke", {512, 300}, 4, 2, 128});
@@ -216,7 +209,7 @@ int main(int argc, char** argv) {
     problems.push_back({"d64 4x4096", std::vector<int32_t>(4, 4096), 16, 8, 64});
   }
   for (const Problem& p : problems)
-    if (o.only.empty() || p.name.find(o.only) != std::string::npos) bench_problem(**rt, rep, o, p);
+    if (o.only.empty() || p.name.find(o.only) != std::string::npos) bench_problem(*rt, rep, o, p);
   FP8RL_CHECK_OK(rep.write_json(o.json));
   rep.print_table(stdout);
   std::printf("bench_attention: %zu rows, JSON in %s\n", rep.rows().size(), o.json.c_str());

@@ -101,9 +101,9 @@ void run(Report& rep, const Options& o, DeviceRuntime* rt, const nlohmann::json&
       opt.linear.precision = precision;
       opt.gradients = false;
       const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-      std::unique_ptr<CudaKvModel> model = check(CudaKvModel::create(
-          check(CudaDecoder::create_random(c, 1, 0.02, opt)), nullptr,
-          {max_batch * (o.prompt + o.new_tokens), max_batch, 64}));
+      std::unique_ptr<CudaKvModel> model =
+          check(CudaKvModel::create(check(CudaDecoder::create_random(c, 1, 0.02, opt)), nullptr,
+                                    {max_batch * (o.prompt + o.new_tokens), max_batch, 64}));
       for (int64_t batch : o.batches) {
         Engine engine(model.get(), nullptr);
         Rng rng(static_cast<uint64_t>(batch));
@@ -136,8 +136,8 @@ void run(Report& rep, const Options& o, DeviceRuntime* rt, const nlohmann::json&
           const double rate = double(batch * steps) / decode_s;
           const double context = double(o.prompt) + double(o.new_tokens) / 2;
           const double limit =
-              double(batch) / (step_bytes(c, precision == LinearPrecision::kFP8, batch, context) /
-                               bandwidth);
+              double(batch) /
+              (step_bytes(c, precision == LinearPrecision::kFP8, batch, context) / bandwidth);
           const double hf_tps = hf_rate(hf, sh.name, batch);
           rep.add(Row{"decode",
                       absl::StrCat(sh.name, " ", linear_precision_name(precision)),
@@ -154,9 +154,10 @@ void run(Report& rep, const Options& o, DeviceRuntime* rt, const nlohmann::json&
                        {"decode_steps", steps},
                        {"weight_bytes_on_device", model->decoder().weight_bytes()},
                        {"kv_pool_bytes", model->pool_bytes()}}});
-          std::printf("%s %s batch %lld: %.0f tok/s (%.1f%% of the bandwidth limit %.0f), HF %.0f\n",
-                      sh.name, linear_precision_name(precision).c_str(), (long long)batch, rate,
-                      100 * rate / limit, limit, hf_tps);
+          std::printf(
+              "%s %s batch %lld: %.0f tok/s (%.1f%% of the bandwidth limit %.0f), HF %.0f\n",
+              sh.name, linear_precision_name(precision).c_str(), (long long)batch, rate,
+              100 * rate / limit, limit, hf_tps);
         }
       }
     }
@@ -177,11 +178,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batches, "batch sizes")->delimiter(',');
   app.add_option("--only", o.only, "only shapes whose name contains this");
   CLI11_PARSE(app, argc, argv);
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 77;
-  }
+  Report rep;
+  fp8rl::DeviceRuntime* rt = open_device("bench_decode", rep);
+  if (rt == nullptr) return 77;
   nlohmann::json hf = nlohmann::json::object();
   if (!o.hf_json.empty()) {
     std::ifstream in(o.hf_json);
@@ -191,13 +190,8 @@ int main(int argc, char** argv) {
       hf = nlohmann::json::object();
     }
   }
-  absl::StatusOr<fp8rl::DeviceRuntime*> rt = fp8rl::DeviceRuntime::get(0);
-  FP8RL_CHECK_OK(rt.status());
-  Report rep;
-  rep.set_meta("device", (*rt)->info().to_string());
   rep.set_meta("hf", hf);
-  std::printf("bench_decode on %s\n", (*rt)->info().to_string().c_str());
-  run(rep, o, *rt, hf);
+  run(rep, o, rt, hf);
   FP8RL_CHECK_OK(rep.write_json(o.json));
   rep.print_table(stdout);
   return 0;

@@ -425,21 +425,14 @@ int main(int argc, char** argv) {
   app.add_flag("--quick", o.quick, "small shapes: a smoke test, not a measurement");
   app.add_option("--only", o.only, "run only the rows whose name contains this");
   CLI11_PARSE(app, argc, argv);
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 77;
-  }
-  absl::StatusOr<fp8rl::DeviceRuntime*> rt = fp8rl::DeviceRuntime::get(0);
-  FP8RL_CHECK_OK(rt.status());
   Report rep;
-  rep.set_meta("device", (*rt)->info().to_string());
+  fp8rl::DeviceRuntime* rt = open_device("bench_fp8", rep);
+  if (rt == nullptr) return 77;
   rep.set_meta("iters", o.iters);
   rep.set_meta("warmup", o.warmup);
   rep.set_meta("quick", o.quick);
-  std::printf("bench_fp8 on %s\n", (*rt)->info().to_string().c_str());
-  if (o.mode == "quant" || o.mode == "all") run_quant(**rt, rep, o);
-  if (o.mode == "gemm" || o.mode == "all") run_gemm(**rt, rep, o);
+  if (o.mode == "quant" || o.mode == "all") run_quant(*rt, rep, o);
+  if (o.mode == "gemm" || o.mode == "all") run_gemm(*rt, rep, o);
   FP8RL_CHECK_OK(rep.write_json(o.json));
   rep.print_table(stdout);
   int missed = 0;

@@ -133,4 +133,17 @@ absl::Status Report::write_json(const std::string& path) const {
   return absl::OkStatus();
 }
 
+DeviceRuntime* open_device(const char* bench, Report& rep) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::printf("SKIPPED: no CUDA device\n");
+    return nullptr;
+  }
+  absl::StatusOr<DeviceRuntime*> rt = DeviceRuntime::get(0);
+  FP8RL_CHECK_OK(rt.status());
+  rep.set_meta("device", (*rt)->info().to_string());
+  std::printf("%s on %s\n", bench, (*rt)->info().to_string().c_str());
+  return *rt;
+}
+
 }  // namespace fp8rl::bench

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/cuda/device_runtime.h"
 #include "nlohmann/json.hpp"
 
 namespace fp8rl::bench {
@@ -64,5 +65,10 @@ class Report {
   std::vector<Row> rows_;
   nlohmann::json meta_ = nlohmann::json::object();
 };
+
+// The first CUDA device's runtime, with rep's "device" set and "<bench> on <device>" printed;
+// nullptr, after printing "SKIPPED: no CUDA device", when there is none (the bench then exits 77,
+// as the GPU tests do).
+DeviceRuntime* open_device(const char* bench, Report& rep);
 
 }  // namespace fp8rl::bench

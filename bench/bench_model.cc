@@ -542,22 +542,15 @@ int main(int argc, char** argv) {
   app.add_flag("--quick", o.quick, "small shapes: a smoke test, not a measurement");
   app.add_option("--only", o.only, "throughput: only shapes whose name contains this");
   CLI11_PARSE(app, argc, argv);
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 77;
-  }
-  absl::StatusOr<fp8rl::DeviceRuntime*> rt = fp8rl::DeviceRuntime::get(0);
-  FP8RL_CHECK_OK(rt.status());
   Report rep;
-  rep.set_meta("device", (*rt)->info().to_string());
+  fp8rl::DeviceRuntime* rt = open_device("bench_model", rep);
+  if (rt == nullptr) return 77;
   rep.set_meta("iters", o.iters);
   rep.set_meta("warmup", o.warmup);
   rep.set_meta("quick", o.quick);
   rep.set_meta("mfu_formula",
                "(6 * tokens * (linear weights + vocab * hidden) + 6 * layers * sum_seq len^2 * "
                "q_heads * head_dim) / step_seconds / 989e12");
-  std::printf("bench_model on %s\n", (*rt)->info().to_string().c_str());
   if (o.mode == "converge" || o.mode == "all") run_converge(rep, o);
   if (o.mode == "throughput" || o.mode == "all") run_throughput(rep, o);
   if (o.mode == "breakdown" || o.mode == "all") run_breakdown(rep, o);

@@ -145,12 +145,8 @@ absl::Status CpuKvModel::fork(const KvCache& from, KvCache* to) {
 }
 
 absl::StatusOr<PromptScores> CpuKvModel::score(std::span<const int32_t> tokens, bool with_logits) {
-  PackedBatch batch;
-  batch.tokens.assign(tokens.begin(), tokens.end());
-  batch.cu_seqlens = {0, int32_t(tokens.size())};
-  std::vector<int32_t> targets(tokens.size(), -1);
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) targets[i] = tokens[i + 1];
-  FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, model_->forward(batch, targets));
+  const ScoringBatch in = scoring_batch(tokens);
+  FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, model_->forward(in.batch, in.targets));
   PromptScores scores;
   scores.logprob.assign(fwd.logprob.begin(), fwd.logprob.end() - 1);
   if (with_logits) scores.logits = model_->logits(fwd);

@@ -228,8 +228,7 @@ absl::Status Engine::fill_input_logprobs(Sequence* s) {
   // Position p's token is predicted at p - 1; SGLang starts one past logprob_start_len.
   const size_t start = size_t(s->logprob_start_len);
   SequenceOutput& out = s->out;
-  out.input_token_logprobs.assign(scores.logprob.begin() + ptrdiff_t(start),
-                                  scores.logprob.end());
+  out.input_token_logprobs.assign(scores.logprob.begin() + ptrdiff_t(start), scores.logprob.end());
   if (extras) {
     const std::vector<float>& logits = scores.logits;
     const int64_t vocab = model_->config().vocab_size;

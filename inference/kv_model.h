@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/hf_config.h"
+#include "model/decoder.h"
 
 namespace fp8rl {
 
@@ -56,6 +57,14 @@ struct PromptScores {
   std::vector<float> logits;   // [len, vocab] when asked for, else empty
 };
 
+// One sequence packed for a full forward, each position's target the next token (none at the
+// last): what KvModel::score runs.
+struct ScoringBatch {
+  PackedBatch batch;
+  std::vector<int32_t> targets;
+};
+ScoringBatch scoring_batch(std::span<const int32_t> tokens);
+
 // Not thread-safe; the engine drives it from one thread. Caches must not outlive the model.
 class KvModel {
  public:
@@ -75,8 +84,7 @@ class KvModel {
   virtual absl::Status fork(const KvCache& from, KvCache* to) = 0;
 
   // The full forward over `tokens` (one sequence), with logits when `with_logits`.
-  virtual absl::StatusOr<PromptScores> score(std::span<const int32_t> tokens,
-                                             bool with_logits) = 0;
+  virtual absl::StatusOr<PromptScores> score(std::span<const int32_t> tokens, bool with_logits) = 0;
 
   // The weights changed under the model (a weight update swapped the CPU decoder's parameters):
   // a GPU backend refreshes its device copy. Called between steps.

@@ -10,3 +10,13 @@ using Catch::Approx;
 #else
 #include <catch2/catch.hpp>
 #endif
+
+#include "absl/status/status.h"
+
+// Requires an absl::Status to be OK, printing it when it is not.
+#define REQUIRE_OK(expr)            \
+  do {                              \
+    const absl::Status s_ = (expr); \
+    INFO(s_.ToString());            \
+    REQUIRE(s_.ok());               \
+  } while (0)

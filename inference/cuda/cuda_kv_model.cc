@@ -33,9 +33,7 @@ constexpr int64_t kRowPad = 16;
 struct CudaKvCacheData final : KvCacheData {
   std::shared_ptr<CudaKvModel::PagePool> pool;
   std::vector<int32_t> pages;
-  ~CudaKvCacheData() override {
-    pool->free.insert(pool->free.end(), pages.begin(), pages.end());
-  }
+  ~CudaKvCacheData() override { pool->free.insert(pool->free.end(), pages.begin(), pages.end()); }
 };
 
 CudaKvCacheData& cuda_cache(KvCache* cache, const std::shared_ptr<CudaKvModel::PagePool>& pool) {
@@ -69,8 +67,8 @@ struct CudaKvModel::StepBuffers {
   float* logprob = nullptr;
   float* greedy = nullptr;  // greedy_rows_cuda's scratch
 
-  static StepBuffers carve(const ModelConfig& c, bool fp8, int64_t rows, int64_t seqs,
-                           int64_t ints, ArenaCarver& a) {
+  static StepBuffers carve(const ModelConfig& c, bool fp8, int64_t rows, int64_t seqs, int64_t ints,
+                           ArenaCarver& a) {
     const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
     const int64_t heads = c.num_attention_heads, Q = heads * hd;
     const int64_t KV = c.num_key_value_heads * hd;
@@ -128,12 +126,12 @@ absl::StatusOr<std::unique_ptr<CudaKvModel>> CudaKvModel::create(
                 options.max_total_tokens, " must be positive");
   FP8RL_REQUIRE(options.page_size > 0, "CUDA KV model: page_size ", options.page_size,
                 " must be positive");
-  FP8RL_REQUIRE(options.max_sequences >= 0, "CUDA KV model: max_sequences ",
-                options.max_sequences, " is negative");
+  FP8RL_REQUIRE(options.max_sequences >= 0, "CUDA KV model: max_sequences ", options.max_sequences,
+                " is negative");
   const ModelConfig c = decoder.config();
-  FP8RL_REQUIRE(c.num_attention_heads / c.num_key_value_heads <= 8, "CUDA KV model: ",
-                c.num_attention_heads, " query heads over ", c.num_key_value_heads,
-                " KV heads is more than the paged kernel's 8 per KV head");
+  FP8RL_REQUIRE(c.num_attention_heads / c.num_key_value_heads <= 8,
+                "CUDA KV model: ", c.num_attention_heads, " query heads over ",
+                c.num_key_value_heads, " KV heads is more than the paged kernel's 8 per KV head");
   if (host != nullptr) {
     FP8RL_REQUIRE(host->config().vocab_size == c.vocab_size &&
                       host->config().hidden_size == c.hidden_size &&
@@ -144,9 +142,9 @@ absl::StatusOr<std::unique_ptr<CudaKvModel>> CudaKvModel::create(
   m->pages_ = ceil_div(options.max_total_tokens, options.page_size) + options.max_sequences;
   const int64_t kv = c.num_key_value_heads * c.head_dim;
   FP8RL_ASSIGN_OR_RETURN(
-      m->pool_, Tensor::empty_on(DType::kBF16,
-                                 {c.num_hidden_layers, 2, m->pages_ * options.page_size, kv},
-                                 Device::cuda(m->decoder_.options().device)));
+      m->pool_,
+      Tensor::empty_on(DType::kBF16, {c.num_hidden_layers, 2, m->pages_ * options.page_size, kv},
+                       Device::cuda(m->decoder_.options().device)));
   // The whole table up front: its pointers never change under a captured graph.
   FP8RL_ASSIGN_OR_RETURN(m->rope_, m->decoder_.rope_tables(c.max_position_embeddings));
   m->free_->free.resize(size_t(m->pages_));
@@ -183,12 +181,11 @@ absl::Status CudaKvModel::ensure_workspace(int64_t rows, int64_t seqs, int64_t i
   StepBuffers::carve(config(), decoder_.linear().fp8(), ws_rows_, ws_seqs_, ws_ints_, measure);
   clear_graphs();  // they hold pointers into the old workspace
   workspace_ = Tensor();
-  FP8RL_ASSIGN_OR_RETURN(workspace_,
-                         Tensor::empty_on(DType::kU8, {int64_t(measure.used())},
-                                          Device::cuda(decoder_.options().device)));
+  FP8RL_ASSIGN_OR_RETURN(workspace_, Tensor::empty_on(DType::kU8, {int64_t(measure.used())},
+                                                      Device::cuda(decoder_.options().device)));
   // Padding rows are read (never used) by row-wise kernels: keep them finite.
-  FP8RL_CUDA_CHECK(cudaMemsetAsync(workspace_.raw(), 0, workspace_.nbytes(),
-                                   decoder_.runtime()->stream()));
+  FP8RL_CUDA_CHECK(
+      cudaMemsetAsync(workspace_.raw(), 0, workspace_.nbytes(), decoder_.runtime()->stream()));
   return absl::OkStatus();
 }
 
@@ -268,8 +265,7 @@ absl::Status CudaKvModel::run(std::span<const KvStep> steps, KvOutput* out) {
   ArenaCarver carver(workspace_.raw());
   const StepBuffers b =
       StepBuffers::carve(c, decoder_.linear().fp8(), ws_rows_, ws_seqs_, ws_ints_, carver);
-  FP8RL_CUDA_CHECK(cudaMemcpyAsync(b.ints, ints, size_t(L.ints()) * 4, cudaMemcpyHostToDevice,
-                                   st));
+  FP8RL_CUDA_CHECK(cudaMemcpyAsync(b.ints, ints, size_t(L.ints()) * 4, cudaMemcpyHostToDevice, st));
   const bool decode = L.T_pre == 0 && L.T == L.S;
   if (decode && tuned_.insert(L.S).second) FP8RL_RETURN_IF_ERROR(tune_decode(L, b));
   if (options_.cuda_graphs && decode) {
@@ -296,8 +292,8 @@ absl::Status CudaKvModel::run(std::span<const KvStep> steps, KvOutput* out) {
   const int64_t S = L.S;
   out->argmax.resize(size_t(S));
   out->argmax_logprob.resize(size_t(S));
-  FP8RL_CUDA_CHECK(cudaMemcpyAsync(out->argmax.data(), b.argmax, size_t(S) * 4,
-                                   cudaMemcpyDeviceToHost, st));
+  FP8RL_CUDA_CHECK(
+      cudaMemcpyAsync(out->argmax.data(), b.argmax, size_t(S) * 4, cudaMemcpyDeviceToHost, st));
   FP8RL_CUDA_CHECK(cudaMemcpyAsync(out->argmax_logprob.data(), b.logprob, size_t(S) * 4,
                                    cudaMemcpyDeviceToHost, st));
   bool any_rows = false;
@@ -378,26 +374,11 @@ absl::Status CudaKvModel::enqueue(const StepLayout& L, const StepBuffers& b) {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const DeviceLayerParams& p = params.layers[size_t(l)];
     FP8RL_ASSIGN_OR_RETURN(LinearOperand in, operand(b.xn, H));
-    FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.q_proj, b.q_raw, DType::kBF16, false, st));
-    FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.k_proj, b.k_raw, DType::kBF16, false, st));
-    FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.v_proj, b.v, DType::kBF16, false, st));
-    if (c.attention_bias) {
-      FP8RL_RETURN_IF_ERROR(bias_add_cuda(rows, Q, p.q_bias, b.q_raw, st));
-      FP8RL_RETURN_IF_ERROR(bias_add_cuda(rows, KV, p.k_bias, b.k_raw, st));
-      FP8RL_RETURN_IF_ERROR(bias_add_cuda(rows, KV, p.v_bias, b.v, st));
-    }
-    for (auto [raw, dst, nh, w] : {std::tuple{b.q_raw, b.q, heads, p.q_norm},
-                                   std::tuple{b.k_raw, b.k, kv_heads, p.k_norm}}) {
-      if (c.qk_norm) {
-        FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows * nh, hd, eps, DType::kBF16),
-                                                   raw, nullptr, nullptr, w, dst, b.rstd, st));
-      } else {
-        FP8RL_CUDA_CHECK(cudaMemcpyAsync(dst, raw, size_t(rows * nh * hd) * 2,
-                                         cudaMemcpyDeviceToDevice, st));
-      }
-      FP8RL_RETURN_IF_ERROR(rope_apply_cuda(rows, nh, hd, rope_.cos, rope_.sin, d_pos, false,
-                                            dst, st));
-    }
+    FP8RL_RETURN_IF_ERROR(qkv_forward_cuda(lin, rows, in, p, b.q_raw, b.k_raw, b.v, st));
+    FP8RL_RETURN_IF_ERROR(qk_norm_rope_cuda(rows, heads, hd, eps, b.q_raw, p.q_norm, b.rstd,
+                                            rope_.cos, rope_.sin, d_pos, b.q, st));
+    FP8RL_RETURN_IF_ERROR(qk_norm_rope_cuda(rows, kv_heads, hd, eps, b.k_raw, p.k_norm, b.rstd,
+                                            rope_.cos, rope_.sin, d_pos, b.k, st));
     uint16_t* k_pool = pool + 2 * l * plane;
     uint16_t* v_pool = k_pool + plane;
     FP8RL_RETURN_IF_ERROR(kv_append_cuda(L.T, KV, b.ints + L.slot(), b.k, b.v, k_pool, v_pool, st));
@@ -412,15 +393,14 @@ absl::Status CudaKvModel::enqueue(const StepLayout& L, const StepBuffers& b) {
     }
     if (L.T_dec > 0) {
       const PagedAttentionShape a{L.T_dec, heads, kv_heads, hd, P, scale};
-      FP8RL_RETURN_IF_ERROR(paged_attention_cuda(
-          a, b.q + L.T_pre * Q, k_pool, v_pool, b.ints + L.table(), b.ints + L.tab_off(),
-          d_pos + L.T_pre, b.attn + L.T_pre * Q, st));
+      FP8RL_RETURN_IF_ERROR(paged_attention_cuda(a, b.q + L.T_pre * Q, k_pool, v_pool,
+                                                 b.ints + L.table(), b.ints + L.tab_off(),
+                                                 d_pos + L.T_pre, b.attn + L.T_pre * Q, st));
     }
     FP8RL_ASSIGN_OR_RETURN(in, operand(b.attn, Q));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.o_proj, b.proj, DType::kF32, false, st));
     FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps, DType::kF32), b.x, b.proj,
-                                               b.x, p.post_attention_layernorm, b.xn, b.rstd,
-                                               st));
+                                               b.x, p.post_attention_layernorm, b.xn, b.rstd, st));
     FP8RL_ASSIGN_OR_RETURN(in, operand(b.xn, H));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.gate_proj, b.gate, DType::kBF16, false, st));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.up_proj, b.up, DType::kBF16, false, st));
@@ -428,8 +408,8 @@ absl::Status CudaKvModel::enqueue(const StepLayout& L, const StepBuffers& b) {
     FP8RL_ASSIGN_OR_RETURN(in, operand(b.act, I));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.down_proj, b.proj, DType::kF32, false, st));
     // x += mlp, then the next layer's input norm (the final norm after the last layer).
-    const float* w = l + 1 == c.num_hidden_layers ? params.norm
-                                                  : params.layers[size_t(l + 1)].input_layernorm;
+    const float* w =
+        l + 1 == c.num_hidden_layers ? params.norm : params.layers[size_t(l + 1)].input_layernorm;
     FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps, DType::kF32), b.x, b.proj,
                                                b.x, w, b.xn, b.rstd, st));
   }
@@ -453,23 +433,18 @@ absl::Status CudaKvModel::fork(const KvCache& from, KvCache* to) {
   uint8_t* base = static_cast<uint8_t*>(pool_.raw());
   // Page i of every layer's K and V planes: one strided copy.
   for (size_t i = 0; i < dst.size(); ++i) {
-    FP8RL_CUDA_CHECK(cudaMemcpy2DAsync(
-        base + size_t(dst[i]) * page_bytes, plane_bytes, base + size_t(src[i]) * page_bytes,
-        plane_bytes, page_bytes, size_t(2 * c.num_hidden_layers), cudaMemcpyDeviceToDevice,
-        decoder_.runtime()->stream()));
+    FP8RL_CUDA_CHECK(cudaMemcpy2DAsync(base + size_t(dst[i]) * page_bytes, plane_bytes,
+                                       base + size_t(src[i]) * page_bytes, plane_bytes, page_bytes,
+                                       size_t(2 * c.num_hidden_layers), cudaMemcpyDeviceToDevice,
+                                       decoder_.runtime()->stream()));
   }
   to->len = from.len;
   return absl::OkStatus();
 }
 
-absl::StatusOr<PromptScores> CudaKvModel::score(std::span<const int32_t> tokens,
-                                                bool with_logits) {
-  PackedBatch batch;
-  batch.tokens.assign(tokens.begin(), tokens.end());
-  batch.cu_seqlens = {0, int32_t(tokens.size())};
-  std::vector<int32_t> targets(tokens.size(), -1);
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) targets[i] = tokens[i + 1];
-  FP8RL_ASSIGN_OR_RETURN(const CudaDecoderForward fwd, decoder_.forward(batch, targets));
+absl::StatusOr<PromptScores> CudaKvModel::score(std::span<const int32_t> tokens, bool with_logits) {
+  const ScoringBatch in = scoring_batch(tokens);
+  FP8RL_ASSIGN_OR_RETURN(const CudaDecoderForward fwd, decoder_.forward(in.batch, in.targets));
   PromptScores scores;
   scores.logprob.assign(fwd.logprob.begin(), fwd.logprob.end() - 1);
   if (with_logits) {

@@ -7,13 +7,13 @@
 // log-prob, a few bytes per sequence.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <vector>
-
-#include <cuda_runtime.h>
 
 #include "absl/status/statusor.h"
 #include "core/tensor.h"
@@ -91,10 +91,10 @@ class CudaKvModel final : public KvModel {
   std::shared_ptr<PagePool> free_;
   Tensor workspace_;
   int64_t ws_rows_ = 0, ws_seqs_ = 0, ws_ints_ = 0;
-  std::vector<int32_t> staging_;  // host side of the step metadata
-  CudaDecoder::RopeTables rope_;   // for every position the model has
+  std::vector<int32_t> staging_;               // host side of the step metadata
+  CudaDecoder::RopeTables rope_;               // for every position the model has
   std::map<int64_t, cudaGraphExec_t> graphs_;  // decode steps by batch size
-  std::set<int64_t> tuned_;                     // decode batch sizes already autotuned
+  std::set<int64_t> tuned_;                    // decode batch sizes already autotuned
 };
 
 }  // namespace fp8rl

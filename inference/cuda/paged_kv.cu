@@ -274,7 +274,7 @@ absl::Status greedy_rows_cuda(int64_t rows, int64_t vocab, const float* logits, 
       vocab, per, logits, scratch);
   FP8RL_CUDA_CHECK_LAUNCH();
   greedy_finish_kernel<<<grid_for(rows), kThreads, 0, stream>>>(rows, int(kGreedyChunks), scratch,
-                                                                 argmax, logprob);
+                                                                argmax, logprob);
   FP8RL_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }

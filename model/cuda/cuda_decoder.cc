@@ -64,8 +64,8 @@ absl::StatusOr<CudaDecoder> CudaDecoder::allocate(ModelConfig config,
   FP8RL_CUDA_CHECK(cudaSetDevice(options.device));
   FP8RL_ASSIGN_OR_RETURN(DeviceRuntime * rt, DeviceRuntime::get(options.device));
   FP8RL_ASSIGN_OR_RETURN(LinearCuda lin, LinearCuda::create(rt, options.linear));
-  FP8RL_ASSIGN_OR_RETURN(DeviceParams params, DeviceParams::allocate(config, lin, rt->stream(),
-                                                                  options.gradients));
+  FP8RL_ASSIGN_OR_RETURN(DeviceParams params,
+                         DeviceParams::allocate(config, lin, rt->stream(), options.gradients));
   return CudaDecoder(std::move(config), options, rt, std::move(lin), std::move(params));
 }
 
@@ -225,37 +225,20 @@ absl::StatusOr<LinearOperand> CudaDecoder::grad_operand(DType dtype, const void*
 absl::Status CudaDecoder::rotate_qk(int64_t l) {
   const LayerActivations& a = plan_.layers[size_t(l)];
   const DeviceLayerParams& p = params_.layers[size_t(l)];
-  const cudaStream_t s = rt_->stream();
   const int64_t rows = plan_.shape.padded, hd = config_.head_dim;
+  const double eps = config_.rms_norm_eps;
   const float* cos = rope_.data<float>();
   const float* sin = cos + rope_positions_ * (hd / 2);
-  struct Part {
-    const uint16_t* raw;
-    uint16_t* out;
-    int64_t heads;
-    const float* norm;
-    float* rstd;
-  };
-  for (const Part& part :
-       {Part{a.q_raw, plan_.q, config_.num_attention_heads, p.q_norm, a.q_rstd},
-        Part{a.k_raw, plan_.k, config_.num_key_value_heads, p.k_norm, a.k_rstd}}) {
-    if (config_.qk_norm) {
-      FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(
-          norm_desc(rows * part.heads, hd, config_.rms_norm_eps, DType::kBF16, DType::kF32, false),
-          part.raw, nullptr, nullptr, part.norm, part.out, part.rstd, s));
-    } else {
-      FP8RL_CUDA_CHECK(cudaMemcpyAsync(part.out, part.raw, size_t(rows * part.heads * hd) * 2,
-                                       cudaMemcpyDeviceToDevice, s));
-    }
-    FP8RL_RETURN_IF_ERROR(
-        rope_apply_cuda(rows, part.heads, hd, cos, sin, plan_.positions, false, part.out, s));
-  }
-  return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(qk_norm_rope_cuda(rows, config_.num_attention_heads, hd, eps, a.q_raw,
+                                          p.q_norm, a.q_rstd, cos, sin, plan_.positions, plan_.q,
+                                          rt_->stream()));
+  return qk_norm_rope_cuda(rows, config_.num_key_value_heads, hd, eps, a.k_raw, p.k_norm, a.k_rstd,
+                           cos, sin, plan_.positions, plan_.k, rt_->stream());
 }
 
 absl::Status CudaDecoder::forward_layer(int64_t l) {
   const PlanShape& sh = plan_.shape;
-  const int64_t T = sh.padded, H = sh.hidden, Q = sh.q(), KV = sh.kv(), I = sh.inter;
+  const int64_t T = sh.padded, H = sh.hidden, Q = sh.q(), I = sh.inter;
   LayerActivations& a = plan_.layers[size_t(l)];
   const DeviceLayerParams& p = params_.layers[size_t(l)];
   const cudaStream_t s = rt_->stream();
@@ -264,14 +247,7 @@ absl::Status CudaDecoder::forward_layer(int64_t l) {
   // Attention: h = x + o(attention(rope(norm(q(xn1))), rope(norm(k(xn1))), v(xn1))).
   const uint16_t* xn1 = lin_.fp8() ? plan_.xn : a.xn1;
   FP8RL_ASSIGN_OR_RETURN(LinearOperand in, input_operand(xn1, H, a.xn1_t));
-  FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.q_proj, a.q_raw, DType::kBF16, false, s));
-  FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.k_proj, a.k_raw, DType::kBF16, false, s));
-  FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.v_proj, a.v, DType::kBF16, false, s));
-  if (config_.attention_bias) {
-    FP8RL_RETURN_IF_ERROR(bias_add_cuda(T, Q, p.q_bias, a.q_raw, s));
-    FP8RL_RETURN_IF_ERROR(bias_add_cuda(T, KV, p.k_bias, a.k_raw, s));
-    FP8RL_RETURN_IF_ERROR(bias_add_cuda(T, KV, p.v_bias, a.v, s));
-  }
+  FP8RL_RETURN_IF_ERROR(qkv_forward_cuda(lin_, T, in, p, a.q_raw, a.k_raw, a.v, s));
   FP8RL_RETURN_IF_ERROR(rotate_qk(l));
   FP8RL_RETURN_IF_ERROR(cuda::attention_forward(attention_shape(), plan_.max_seqlen, nv(plan_.q),
                                                 nv(plan_.k), nv(a.v), nv(a.attn), a.lse, s));

@@ -9,6 +9,18 @@
 
 namespace fp8rl {
 
+absl::Status qkv_forward_cuda(LinearCuda& lin, int64_t rows, const LinearOperand& in,
+                              const DeviceLayerParams& p, uint16_t* q, uint16_t* k, uint16_t* v,
+                              cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.q_proj, q, DType::kBF16, false, stream));
+  FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.k_proj, k, DType::kBF16, false, stream));
+  FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.v_proj, v, DType::kBF16, false, stream));
+  if (p.q_bias == nullptr) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(bias_add_cuda(rows, p.q_proj.out, p.q_bias, q, stream));
+  FP8RL_RETURN_IF_ERROR(bias_add_cuda(rows, p.k_proj.out, p.k_bias, k, stream));
+  return bias_add_cuda(rows, p.v_proj.out, p.v_bias, v, stream);
+}
+
 absl::StatusOr<DeviceParams> DeviceParams::allocate(const ModelConfig& config,
                                                     const LinearCuda& lin, cudaStream_t stream,
                                                     bool gradients) {
@@ -21,8 +33,8 @@ absl::StatusOr<DeviceParams> DeviceParams::allocate(const ModelConfig& config,
   FP8RL_ASSIGN_OR_RETURN(p.weights_,
                          Tensor::empty_on(DType::kU8, {int64_t(wm.used())}, Device::cuda(device)));
   if (gradients) {
-    FP8RL_ASSIGN_OR_RETURN(p.grads_, Tensor::empty_on(DType::kU8, {int64_t(gm.used())},
-                                                      Device::cuda(device)));
+    FP8RL_ASSIGN_OR_RETURN(
+        p.grads_, Tensor::empty_on(DType::kU8, {int64_t(gm.used())}, Device::cuda(device)));
   }
   // Without gradients their carver only measures: every gradient pointer stays null.
   ArenaCarver w(p.weights_.raw()), g(gradients ? p.grads_.raw() : nullptr);

@@ -31,6 +31,12 @@ struct DeviceLayerParams {
   DeviceLinear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;  // .grad inside
 };
 
+// The attention projections of one layer: q [rows, q_heads*head_dim], k and v [rows,
+// kv_heads*head_dim] bf16 from the layer input `in`, biases added when the layer has them.
+absl::Status qkv_forward_cuda(LinearCuda& lin, int64_t rows, const LinearOperand& in,
+                              const DeviceLayerParams& p, uint16_t* q, uint16_t* k, uint16_t* v,
+                              cudaStream_t stream);
+
 class DeviceParams {
  public:
   // Allocates storage for `config` with linears in `lin`'s precision on the current device.

@@ -103,8 +103,8 @@ absl::Status LinearCuda::forward(int64_t tokens, const LinearOperand& x, const D
                                  void* y, DType y_dtype, bool accumulate, cudaStream_t stream) {
   if (!fp8())
     return bf16_.run(bf16_forward_desc(tokens, w, y_dtype, accumulate), x.bf16, w.w16, y, stream);
-  return fp8_.run(fp8_forward_desc(tokens, w, y_dtype, accumulate), x.q, x.scale, w.w8,
-                  w.w8_scale, y, stream);
+  return fp8_.run(fp8_forward_desc(tokens, w, y_dtype, accumulate), x.q, x.scale, w.w8, w.w8_scale,
+                  y, stream);
 }
 
 absl::Status LinearCuda::autotune_forward(int64_t tokens, const LinearOperand& x,

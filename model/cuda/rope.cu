@@ -2,6 +2,7 @@
 #include "core/cuda/cuda_check.h"
 #include "core/status.h"
 #include "model/cuda/kernel_util.cuh"
+#include "model/cuda/rmsnorm_cuda.h"
 #include "model/cuda/rope_cuda.h"
 
 namespace fp8rl {
@@ -40,6 +41,21 @@ absl::Status rope_apply_cuda(int64_t tokens, int64_t heads, int64_t head_dim, co
       tokens, heads, head_dim / 2, cos, sin, positions, inverse ? -1.f : 1.f, x);
   FP8RL_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
+}
+
+absl::Status qk_norm_rope_cuda(int64_t tokens, int64_t heads, int64_t head_dim, double eps,
+                               const uint16_t* raw, const float* norm, float* rstd,
+                               const float* cos, const float* sin, const int32_t* positions,
+                               uint16_t* out, cudaStream_t stream) {
+  if (norm != nullptr) {
+    RmsNormDesc d;
+    d.rows = tokens * heads, d.dim = head_dim, d.eps = float(eps), d.x_dtype = DType::kBF16;
+    FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(d, raw, nullptr, nullptr, norm, out, rstd, stream));
+  } else {
+    FP8RL_CUDA_CHECK(cudaMemcpyAsync(out, raw, size_t(tokens * heads * head_dim) * 2,
+                                     cudaMemcpyDeviceToDevice, stream));
+  }
+  return rope_apply_cuda(tokens, heads, head_dim, cos, sin, positions, false, out, stream);
 }
 
 }  // namespace fp8rl

@@ -90,7 +90,8 @@ void register_rollout(CLI::App& app, int& rc) {
       ->check(CLI::IsMember({"", "fp8"}));
   sub->add_option("--device", o->device, "cpu, or cuda: the CUDA engine")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  sub->add_option("--gpu-id", o->gpu_id, "The GPU --device cuda runs on")->check(CLI::NonNegativeNumber);
+  sub->add_option("--gpu-id", o->gpu_id, "The GPU --device cuda runs on")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--mem-fraction-static", o->mem_fraction_static,
                   "--device cuda without --max-total-tokens: the share of the free device memory "
                   "(after the weights) the KV cache takes")

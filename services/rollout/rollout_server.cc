@@ -95,18 +95,16 @@ absl::StatusOr<std::unique_ptr<KvModel>> RolloutServer::cuda_backend(
         options_.context_length > 0
             ? std::min<int64_t>(options_.context_length, c.max_position_embeddings)
             : c.max_position_embeddings;
-    *max_total_tokens =
-        std::min(int64_t(double(free) * options_.mem_fraction_static) / per_token,
-                 options_.max_running_requests * context);
+    *max_total_tokens = std::min(int64_t(double(free) * options_.mem_fraction_static) / per_token,
+                                 options_.max_running_requests * context);
     FP8RL_REQUIRE(*max_total_tokens > 0, "--device cuda: no device memory left for the KV cache (",
-                  free >> 20, " MiB free, --mem-fraction-static ",
-                  options_.mem_fraction_static, ")");
+                  free >> 20, " MiB free, --mem-fraction-static ", options_.mem_fraction_static,
+                  ")");
   }
   CudaKvModelOptions kv;
   kv.max_total_tokens = *max_total_tokens;
   kv.max_sequences = options_.max_running_requests;
-  absl::StatusOr<std::unique_ptr<CudaKvModel>> m =
-      CudaKvModel::create(*std::move(dec), &host, kv);
+  absl::StatusOr<std::unique_ptr<CudaKvModel>> m = CudaKvModel::create(*std::move(dec), &host, kv);
   if (!m.ok()) return annotate(m.status(), "--device cuda");
   FP8RL_LOG_INFO("rollout: CUDA engine on GPU {}: weights {} MiB, KV pool {} MiB ({} tokens)",
                  options_.gpu_id, (*m)->decoder().weight_bytes() >> 20, (*m)->pool_bytes() >> 20,
@@ -125,9 +123,9 @@ absl::Status RolloutServer::load() {
   // SGLang's --dtype auto is the checkpoint's torch_dtype: BF16 (or F16) checkpoints run BF16
   // linears, as the trainer does by default; float32 ones run exact float32.
   // The CUDA engine runs bfloat16 at least: auto means bfloat16 there.
-  const bool f32 = options_.dtype == "float32" ||
-                   (options_.dtype == "auto" && config.dtype == DType::kF32 &&
-                    options_.device == "cpu");
+  const bool f32 =
+      options_.dtype == "float32" ||
+      (options_.dtype == "auto" && config.dtype == DType::kF32 && options_.device == "cpu");
   decoder.linear.precision = f32 ? LinearPrecision::kF32 : LinearPrecision::kBF16;
   if (options_.context_length > config.max_position_embeddings)
     FP8RL_LOG_WARN("rollout: --context-length {} is beyond the model's {}: using {}",

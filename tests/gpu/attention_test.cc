@@ -67,13 +67,6 @@ std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, float gain) {
   return to_bf16(x);
 }
 
-#define REQUIRE_OK(expr)            \
-  do {                              \
-    const absl::Status s_ = (expr); \
-    INFO(s_.ToString());            \
-    REQUIRE(s_.ok());               \
-  } while (0)
-
 TEST_CASE("flash attention matches the CPU op (forward and backward)", "[attention]") {
   uint64_t seed = 1;
   for (const Case& c : kCases) {

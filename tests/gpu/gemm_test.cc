@@ -20,13 +20,6 @@ namespace {
 
 using namespace gpu_test;
 
-#define REQUIRE_OK(expr)            \
-  do {                              \
-    const absl::Status s_ = (expr); \
-    INFO(s_.ToString());            \
-    REQUIRE(s_.ok());               \
-  } while (0)
-
 DeviceRuntime* runtime() {
   absl::StatusOr<DeviceRuntime*> rt = DeviceRuntime::get(0);
   FP8RL_CHECK_OK(rt.status());

@@ -26,33 +26,11 @@
 #include "model/decoder.h"
 #include "model/tiny_model.h"
 #include "tests/catch.h"
+#include "tests/gpu/model_test_util.h"
 #include "tests/unit/model/grad_check.h"
 
 namespace fp8rl {
 namespace {
-
-#define REQUIRE_OK(expr)            \
-  do {                              \
-    const absl::Status s_ = (expr); \
-    INFO(s_.ToString());            \
-    REQUIRE(s_.ok());               \
-  } while (0)
-
-ModelConfig test_config() {
-  ModelConfig c = tiny_qwen3_config();
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 512;
-  c.rope_theta = 10000.0;
-  c.dtype = DType::kF32;
-  c.eos_token_ids = {2};
-  return c;
-}
 
 struct Tolerance {
   double gap, lp;
@@ -60,7 +38,7 @@ struct Tolerance {
 
 // A CPU decoder holding the weights, the CUDA decoder and the paged KV model over them.
 struct Setup {
-  ModelConfig config = test_config();
+  ModelConfig config = gpu_test::small_qwen3_config();
   std::unique_ptr<Decoder> host;
   std::unique_ptr<CudaDecoder> scorer;  // with the activation arena the full forward uses
   std::unique_ptr<CudaKvModel> model;
@@ -140,9 +118,10 @@ void check_sequence(Setup& s, const std::vector<int32_t>& prompt, const Sequence
 }
 
 void report(const char* label, const Agreement& a) {
-  std::printf("[%s] %lld tokens: argmax agrees on %lld, worst logit gap %.3e, worst |dlogprob| "
-              "%.3e\n",
-              label, (long long)a.tokens, (long long)a.exact_argmax, a.worst_gap, a.worst_lp);
+  std::printf(
+      "[%s] %lld tokens: argmax agrees on %lld, worst logit gap %.3e, worst |dlogprob| "
+      "%.3e\n",
+      label, (long long)a.tokens, (long long)a.exact_argmax, a.worst_gap, a.worst_lp);
 }
 
 // Prompts of 1, 5, 37 and 60 tokens, plus an n = 2 request (its samples fork the prompt's
@@ -151,7 +130,8 @@ Agreement generate_and_check(Setup& s, double temperature, int64_t top_logprobs)
   Engine engine(s.model.get(), nullptr);
   std::vector<GenerateRequest> reqs;
   int64_t seed = 1;
-  for (int64_t len : {1, 5, 37, 60}) reqs.push_back(request(random_ids(len, 300, seed++), 24, temperature));
+  for (int64_t len : {1, 5, 37, 60})
+    reqs.push_back(request(random_ids(len, 300, seed++), 24, temperature));
   reqs.push_back(request(reqs[2].input_ids, 20, temperature, 2));
   for (GenerateRequest& r : reqs) r.top_logprobs_num = top_logprobs;
   const std::vector<GenerateRequest> sent = reqs;
@@ -162,7 +142,8 @@ Agreement generate_and_check(Setup& s, double temperature, int64_t top_logprobs)
   for (const SequenceOutput& o : *outs) {
     const GenerateRequest& r = sent[size_t(o.request_id)];
     REQUIRE(int64_t(o.output_ids.size()) == r.params.max_new_tokens);
-    REQUIRE(int64_t(o.output_top_logprobs.size()) == (top_logprobs > 0 ? r.params.max_new_tokens : 0));
+    REQUIRE(int64_t(o.output_top_logprobs.size()) ==
+            (top_logprobs > 0 ? r.params.max_new_tokens : 0));
     check_sequence(s, r.input_ids, o, temperature == 0.0, &a);
   }
   // Every page is back in the pool once the sequences are gone.
@@ -232,7 +213,8 @@ TEST_CASE("CUDA engine: prompt log-probs are the full forward's", "[inference]")
   for (size_t i = 0; i + 1 < 40; ++i) t[i] = r.input_ids[i + 1];
   auto f = s.scorer->forward(b, t);
   REQUIRE_OK(f.status());
-  for (size_t i = 0; i < 39; ++i) CHECK(std::fabs(o.input_token_logprobs[i] - f->logprob[i]) <= 1e-5);
+  for (size_t i = 0; i < 39; ++i)
+    CHECK(std::fabs(o.input_token_logprobs[i] - f->logprob[i]) <= 1e-5);
 }
 
 TEST_CASE("CUDA engine: a full KV pool aborts the step with a clear error, pages come back",

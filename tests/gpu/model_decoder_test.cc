@@ -32,27 +32,6 @@ namespace {
 using namespace gpu_test;
 using test::random_params;
 
-#define REQUIRE_OK(expr)            \
-  do {                              \
-    const absl::Status s_ = (expr); \
-    INFO(s_.ToString());            \
-    REQUIRE(s_.ok());               \
-  } while (0)
-
-ModelConfig test_config() {
-  ModelConfig c = tiny_qwen3_config();
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 512;
-  c.rope_theta = 10000.0;
-  c.dtype = DType::kF32;
-  return c;
-}
 
 DecoderParams clone(const ModelConfig& c, DecoderParams p) {
   DecoderParams out = DecoderParams::zeros(c);
@@ -188,7 +167,7 @@ void require_within(const Errors& e, double logits, double grads, double stats) 
 const std::vector<int64_t> kLengths = {37, 1, 0, 60};  // 98 tokens, an empty sequence
 
 TEST_CASE("CUDA decoder matches the CPU decoder: qwen3, bf16 linears", "[model][decoder]") {
-  const ModelConfig c = test_config();
+  const ModelConfig c = small_qwen3_config();
   const Errors e = compare("qwen3 bf16", c, random_params(c, 1, 0.05), LinearPrecision::kBF16,
                            false, batch_of(kLengths, c.vocab_size, 2));
   require_within(e, 2e-2, 5e-2, 2e-2);
@@ -196,7 +175,7 @@ TEST_CASE("CUDA decoder matches the CPU decoder: qwen3, bf16 linears", "[model][
 
 TEST_CASE("CUDA decoder matches the CPU decoder: qwen2 (biases, tied head), bf16",
           "[model][decoder]") {
-  ModelConfig c = test_config();
+  ModelConfig c = small_qwen3_config();
   c.qk_norm = false;
   c.attention_bias = true;
   c.tie_word_embeddings = true;
@@ -206,7 +185,7 @@ TEST_CASE("CUDA decoder matches the CPU decoder: qwen2 (biases, tied head), bf16
 }
 
 TEST_CASE("CUDA decoder matches the CPU decoder: INT4 QAT weights, bf16", "[model][decoder]") {
-  const ModelConfig c = test_config();
+  const ModelConfig c = small_qwen3_config();
   const Errors e = compare("qwen3 bf16+int4", c, random_params(c, 5, 0.05), LinearPrecision::kBF16,
                            true, batch_of(kLengths, c.vocab_size, 6));
   require_within(e, 2e-2, 5e-2, 2e-2);
@@ -214,7 +193,7 @@ TEST_CASE("CUDA decoder matches the CPU decoder: INT4 QAT weights, bf16", "[mode
 
 TEST_CASE("CUDA decoder matches the CPU decoder: fp8 blockwise linears", "[model][decoder]") {
   for (bool tied : {false, true}) {
-    ModelConfig c = test_config();
+    ModelConfig c = small_qwen3_config();
     c.tie_word_embeddings = tied;
     const DecoderParams p = random_params(c, 7, 0.05);
     const PackedBatch b = batch_of(kLengths, c.vocab_size, 8);
@@ -253,7 +232,7 @@ TEST_CASE("CUDA decoder matches the CPU decoder: fp8 blockwise linears", "[model
 
 TEST_CASE("the arena is reused across batch sizes and upload() refreshes the weights",
           "[model][decoder]") {
-  const ModelConfig c = test_config();
+  const ModelConfig c = small_qwen3_config();
   DecoderParams p = random_params(c, 9, 0.05);
   auto gpu = CudaDecoder::create(c, p);
   REQUIRE_OK(gpu.status());
@@ -283,7 +262,7 @@ TEST_CASE("the arena is reused across batch sizes and upload() refreshes the wei
 }
 
 TEST_CASE("CUDA decoder rejects bad configs, batches and calls, naming them", "[model][errors]") {
-  const ModelConfig c = test_config();
+  const ModelConfig c = small_qwen3_config();
   const DecoderParams p = random_params(c, 13, 0.05);
   auto expect = [](const absl::Status& s, absl::StatusCode code, const std::string& needle) {
     INFO(s.ToString());

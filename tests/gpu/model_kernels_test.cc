@@ -29,12 +29,6 @@ namespace {
 
 using namespace gpu_test;
 
-#define REQUIRE_OK(expr)            \
-  do {                              \
-    const absl::Status s_ = (expr); \
-    INFO(s_.ToString());            \
-    REQUIRE(s_.ok());               \
-  } while (0)
 #define REQUIRE_CLOSE(report)        \
   do {                               \
     const std::string r_ = (report); \

@@ -12,9 +12,27 @@
 #include "absl/strings/str_cat.h"
 #include "core/dtype.h"
 #include "core/random.h"
+#include "model/tiny_model.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace fp8rl::gpu_test {
+
+// The decoder the model and inference GPU tests run: Qwen3 with QK-norm, 2 layers, hidden 128,
+// 4 query heads over 2 KV heads of 32, vocabulary 300 (FP8-friendly multiples of 16).
+inline ModelConfig small_qwen3_config() {
+  ModelConfig c = tiny_qwen3_config();
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.vocab_size = 300;
+  c.max_position_embeddings = 512;
+  c.rope_theta = 10000.0;
+  c.dtype = DType::kF32;
+  return c;
+}
 
 // n values ~ N(0, scale^2) rounded to bf16 (so that a bf16 device copy holds them exactly).
 inline std::vector<float> bf16_exact(int64_t n, uint64_t seed, float scale = 1.f) {

@@ -75,13 +75,6 @@ ScaleParams scale_variant(int i) {
     REQUIRE(r_.empty());             \
   } while (0)
 
-#define REQUIRE_OK(expr)            \
-  do {                              \
-    const absl::Status s_ = (expr); \
-    INFO(s_.ToString());            \
-    REQUIRE(s_.ok());               \
-  } while (0)
-
 TEST_CASE("quantize_1x128_cuda matches quantize_1x128_cpu bitwise", "[quant][1x128]") {
   int variant = 0;
   for (const Shape& sh : kShapes) {
