@@ -59,6 +59,8 @@ class CudaKvModel final : public KvModel {
   absl::Status weights_changed() override;
 
   const CudaDecoder& decoder() const { return decoder_; }
+  // Turns decode graphs on or off from the next step (options.cuda_graphs at creation).
+  void set_cuda_graphs(bool on) { options_.cuda_graphs = on; }
   int64_t free_pages() const;
   int64_t total_pages() const { return pages_; }
   size_t pool_bytes() const { return pool_.nbytes(); }

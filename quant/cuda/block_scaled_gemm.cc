@@ -183,8 +183,12 @@ absl::Status matmul(DeviceRuntime& rt, LtPlan& plan, const cublasLtMatmulAlgo_t&
 // pick so far (the heuristic's first choice to begin with) only when at least kMinGain faster: on
 // an H100 a plain median of 7 rounds once picked an algorithm 10% slower than the heuristic's
 // (bench/NOTES.md). Caller holds plan.mu.
+//
+// A plan is tuned once per process: tuning it again (another caller, a warmer chip) could pick
+// another algorithm and change the bits of results that should stay reproducible.
 template <typename Run>
 absl::StatusOr<GemmAlgoInfo> tune(LtPlan& plan, cudaStream_t stream, Run run) {
+  if (plan.tuned) return info_of(plan);
   constexpr int kRounds = 9;
   constexpr float kMinGain = 0.01f;
   const int n = int(plan.candidates.size());

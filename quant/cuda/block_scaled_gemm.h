@@ -67,7 +67,8 @@ class BlockScaledGemm {
                    cudaStream_t stream = nullptr);
 
   // Times every candidate of the heuristic on these buffers (D is overwritten: `accumulate` is
-  // ignored while timing), keeps the fastest for this shape and returns it. Synchronises.
+  // ignored while timing), keeps the fastest for this shape and returns it. Synchronises. A shape
+  // already tuned keeps its choice (returned without timing).
   absl::StatusOr<GemmAlgoInfo> autotune(const GemmDesc& desc, const uint8_t* a,
                                         const float* a_scale_inv, const uint8_t* b,
                                         const float* b_scale_inv, void* d,
