@@ -5,6 +5,8 @@
 #   examples/trainer.sh                          # FP8 blockwise training with FP8 parameters
 #   MODE=bf16 examples/trainer.sh                # BF16 linears
 #   MODE=int4 examples/trainer.sh                # INT4 QAT (W4 fake-quant, straight-through)
+#   DEVICE=cuda examples/trainer.sh              # on the GPU, AdamW on the GPU too
+#   DEVICE=cuda OFFLOAD=1 examples/trainer.sh    # on the GPU, AdamW state in host memory
 #   MODEL=/root/Qwen3-4B SAVE=/root/ckpt examples/trainer.sh
 # Probes: curl localhost:$HTTP_PORT/readyz, /metrics; gRPC fp8rl.v1.Trainer on $PORT.
 set -euo pipefail
@@ -43,6 +45,9 @@ esac
 # slime sets this for every train actor: TransformerEngine's blockwise recipe with FP32 scales.
 export NVTE_FP8_BLOCK_SCALING_FP32_SCALES=${NVTE_FP8_BLOCK_SCALING_FP32_SCALES:-1}
 
+DEVICE_ARGS=(--device "${DEVICE:-cpu}")
+[ "${OFFLOAD:-0}" = 1 ] && DEVICE_ARGS+=(--optimizer-cpu-offload)
+
 OPTIMIZER_ARGS=(
   --optimizer adam
   --lr 1e-6
@@ -71,5 +76,5 @@ SERVE_ARGS=(
   --update-weight-disk-dir "$WORK/weights"
 )
 
-exec "$FP8RL" trainer "${CKPT_ARGS[@]}" "${PRECISE_ARGS[@]}" "${OPTIMIZER_ARGS[@]}" \
-  "${GRPO_ARGS[@]}" "${SERVE_ARGS[@]}" "$@"
+exec "$FP8RL" trainer "${CKPT_ARGS[@]}" "${PRECISE_ARGS[@]}" "${DEVICE_ARGS[@]}" \
+  "${OPTIMIZER_ARGS[@]}" "${GRPO_ARGS[@]}" "${SERVE_ARGS[@]}" "$@"

@@ -493,6 +493,14 @@ absl::StatusOr<CommonState> read_common(const PyValue& common, const ModelConfig
   return s;
 }
 
+// The host copies a checkpoint reads must be current (a device optimizer leaves them stale).
+absl::Status check_host_state(const Trainer& trainer) {
+  if (trainer.host_state_current()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "checkpoint: the optimizer state is on the device and the host copy is stale: call "
+      "Trainer::sync_to_host() first");
+}
+
 }  // namespace
 
 absl::Status CheckpointArgs::validate() const {
@@ -512,6 +520,7 @@ std::string checkpoint_iteration_dir(const std::string& save_dir, int64_t iterat
 absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> megatron_state_dict(
     const Trainer& trainer, const CheckpointArgs& args) {
   FP8RL_RETURN_IF_ERROR(args.validate());
+  FP8RL_RETURN_IF_ERROR(check_host_state(trainer));
   const ModelConfig& config = trainer.policy().config();
   FP8RL_ASSIGN_OR_RETURN(
       const std::vector<MegatronParam> params,
@@ -537,6 +546,7 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> megatron_state_dict(
 absl::StatusOr<CheckpointInfo> save_checkpoint(const Trainer& trainer, const std::string& save_dir,
                                                int64_t iteration, const CheckpointArgs& args) {
   FP8RL_RETURN_IF_ERROR(args.validate());
+  FP8RL_RETURN_IF_ERROR(check_host_state(trainer));
   FP8RL_REQUIRE(iteration >= 0, "iteration: ", iteration);
   const ModelConfig& config = trainer.policy().config();
   const int64_t padded_vocab =

@@ -72,6 +72,8 @@ std::string checkpoint_iteration_dir(const std::string& save_dir, int64_t iterat
 // latest_checkpointed_iteration.txt at it. AlreadyExists when that iteration folder exists;
 // I/O errors as absl statuses. A crash or error leaves at most a hidden staging folder (which
 // loads ignore) and the previous tracker. Reads the trainer only; not thread-safe with train().
+// FailedPrecondition while the trainer's host state is stale (a device optimizer: call
+// Trainer::sync_to_host first); megatron_state_dict likewise.
 absl::StatusOr<CheckpointInfo> save_checkpoint(const Trainer& trainer, const std::string& save_dir,
                                                int64_t iteration, const CheckpointArgs& args);
 

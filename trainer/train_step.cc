@@ -89,15 +89,33 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 Trainer::Trainer(Decoder policy, std::optional<Decoder> reference, AdamW optimizer,
                  const TrainerOptions& options)
-    : policy_(std::move(policy)),
-      reference_(std::move(reference)),
+    : policy_(std::make_unique<Decoder>(std::move(policy))),
+      reference_(reference ? std::make_unique<Decoder>(*std::move(reference)) : nullptr),
       optimizer_(std::move(optimizer)),
-      options_(options),
-      grads_(DecoderParams::zeros(policy_.config())) {}
+      options_(options) {}
+
+absl::Status Trainer::make_backends() {
+  if (!options_.cuda) {
+    policy_backend_ = make_cpu_backend(policy_.get(), true);
+    if (reference_) reference_backend_ = make_cpu_backend(reference_.get(), false);
+    return absl::OkStatus();
+  }
+  FP8RL_ASSIGN_OR_RETURN(policy_backend_,
+                         make_cuda_backend(policy_.get(), true, options_.gpu, device_optimizer()));
+  if (reference_) {
+    FP8RL_ASSIGN_OR_RETURN(reference_backend_,
+                           make_cuda_backend(reference_.get(), false, options_.gpu, false));
+  }
+  if (device_optimizer()) return policy_backend_->load_optimizer(optimizer_);
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Trainer> Trainer::create(Decoder policy, std::optional<Decoder> reference,
                                         const TrainerOptions& options) {
   FP8RL_RETURN_IF_ERROR(options.lr.validate());
+  FP8RL_REQUIRE(options.gpu >= 0, "trainer: gpu ", options.gpu, " is negative");
+  FP8RL_REQUIRE(!options.cuda || policy.options().linear.precision != LinearPrecision::kF32,
+                "trainer: --device cuda runs bf16 or fp8 linears; the policy's are float32");
   if (reference) {
     FP8RL_REQUIRE(reference->config().vocab_size == policy.config().vocab_size,
                   "trainer: reference vocabulary ", reference->config().vocab_size,
@@ -114,19 +132,21 @@ absl::StatusOr<Trainer> Trainer::create(Decoder policy, std::optional<Decoder> r
                   linear_precision_name(lin.precision), lin.int4_weights ? " with INT4 QAT" : "");
   }
   Trainer trainer(std::move(policy), std::move(reference), std::move(optimizer), options);
-  if (options.fp8_param_gather) {
+  // On CUDA the device's FP8 linears hold the weights on the FP8 grid already.
+  if (options.fp8_param_gather && !options.cuda) {
     trainer.fp8_weights_ = std::make_shared<Fp8WeightCache>();
-    DecoderOptions o = trainer.policy_.options();
+    DecoderOptions o = trainer.policy_->options();
     o.linear.fp8_weights = trainer.fp8_weights_;
-    trainer.policy_.set_options(o);
+    trainer.policy_->set_options(o);
     FP8RL_RETURN_IF_ERROR(trainer.refresh_fp8_params());
   }
+  FP8RL_RETURN_IF_ERROR(trainer.make_backends());
   return trainer;
 }
 
 absl::Status Trainer::refresh_fp8_params() {
   if (!fp8_weights_) return absl::OkStatus();
-  for (DecoderLayerParams& l : policy_.params().layers) {
+  for (DecoderLayerParams& l : policy_->params().layers) {
     for (Tensor* w :
          {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
       FP8RL_RETURN_IF_ERROR(fp8_weights_->set(w->data<float>(), w->dim(0), w->dim(1)));
@@ -137,7 +157,17 @@ absl::Status Trainer::refresh_fp8_params() {
 
 absl::Status Trainer::sync_params_from_optimizer() {
   optimizer_.sync_params();
-  return refresh_fp8_params();
+  FP8RL_RETURN_IF_ERROR(refresh_fp8_params());
+  host_current_ = true;
+  if (device_optimizer()) return policy_backend_->load_optimizer(optimizer_);
+  return policy_backend_->params_changed();
+}
+
+absl::Status Trainer::sync_to_host() {
+  if (host_current_) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(policy_backend_->store_optimizer(&optimizer_));
+  host_current_ = true;
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::validate(const std::vector<Sample>& samples,
@@ -145,7 +175,7 @@ absl::Status Trainer::validate(const std::vector<Sample>& samples,
   FP8RL_RETURN_IF_ERROR(config.loss.validate());
   FP8RL_REQUIRE(config.micro_batch_size >= 1, "micro_batch_size: ", config.micro_batch_size);
   FP8RL_REQUIRE(!samples.empty(), "samples: the batch is empty");
-  const ModelConfig& mc = policy_.config();
+  const ModelConfig& mc = policy_->config();
   for (size_t i = 0; i < samples.size(); ++i) {
     const Sample& s = samples[i];
     FP8RL_RETURN_IF_ERROR(check_tokens(s, i, mc));
@@ -184,8 +214,7 @@ absl::StatusOr<TrainResult> Trainer::train(const std::vector<Sample>& samples,
     for (const Sample& s : samples)
       for (float m : s.loss_mask) denominator += m;
   }
-  const auto grads = grads_.named(policy_.config());
-  for (const auto& [name, g] : grads) std::memset(g->raw(), 0, g->nbytes());
+  FP8RL_RETURN_IF_ERROR(policy_backend_->zero_grads());
 
   TrainResult result;
   int64_t tokens = 0;
@@ -194,7 +223,8 @@ absl::StatusOr<TrainResult> Trainer::train(const std::vector<Sample>& samples,
     const size_t e = std::min(samples.size(), b + mbs);
     const PackedSamples p = pack(samples, b, e);
     tokens += p.batch.num_tokens();
-    FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, policy_.forward(p.batch, p.targets));
+    FP8RL_ASSIGN_OR_RETURN(const BackendForward fwd,
+                           policy_backend_->forward(p.batch, p.targets, true));
     const std::vector<float> logp = gather(fwd.logprob, p.response_positions);
     const std::vector<float> entropy = gather(fwd.entropy, p.response_positions);
     append(samples, b, e, &Sample::loss_mask, &mask);
@@ -230,21 +260,33 @@ absl::StatusOr<TrainResult> Trainer::train(const std::vector<Sample>& samples,
       dlogp[size_t(p.response_positions[i])] = loss.dlog_probs[i];
       dent[size_t(p.response_positions[i])] = loss.dentropy[i];
     }
-    FP8RL_RETURN_IF_ERROR(policy_.backward(fwd, dlogp, dent, &grads_));
+    FP8RL_RETURN_IF_ERROR(policy_backend_->backward(dlogp, dent));
   }
 
   const double lr = options_.lr.lr_at(optimizer_.steps());
   if (!result.skipped) {
-    std::vector<Tensor*> grad_tensors;
-    grad_tensors.reserve(grads.size());
-    for (const auto& [name, g] : grads) grad_tensors.push_back(g);
-    FP8RL_ASSIGN_OR_RETURN(const OptimizerStepResult step, optimizer_.step(grad_tensors, lr));
+    OptimizerStepResult step;
+    if (device_optimizer()) {
+      const int64_t next = optimizer_.steps() + 1;
+      FP8RL_ASSIGN_OR_RETURN(step, policy_backend_->optimizer_step(options_.adam, lr, next));
+      if (!step.skipped) {
+        optimizer_.set_steps(next);  // the host copy counts steps; its tensors are now stale
+        host_current_ = false;
+      }
+    } else {
+      FP8RL_ASSIGN_OR_RETURN(DecoderParams * grads, policy_backend_->host_grads());
+      std::vector<Tensor*> grad_tensors;
+      for (const auto& [name, g] : grads->named(policy_->config())) grad_tensors.push_back(g);
+      FP8RL_ASSIGN_OR_RETURN(step, optimizer_.step(grad_tensors, lr));
+      if (!step.skipped) {
+        FP8RL_RETURN_IF_ERROR(refresh_fp8_params());
+        FP8RL_RETURN_IF_ERROR(policy_backend_->params_changed());
+      }
+    }
     result.metrics["grad_norm"] = step.grad_norm;
     if (step.skipped) {
       result.skipped = true;
       result.skip_reason = "non-finite gradient norm";
-    } else {
-      FP8RL_RETURN_IF_ERROR(refresh_fp8_params());
     }
   }
   const double step_time = seconds_since(t0);
@@ -270,7 +312,8 @@ absl::StatusOr<std::vector<ResponseTokenStats>> Trainer::compute_token_stats(
   if (model == LogProbModel::kReference && !reference_)
     return absl::FailedPreconditionError("compute_log_probs: the trainer has no reference model");
   FP8RL_REQUIRE(micro_batch_size >= 1, "micro_batch_size: ", micro_batch_size);
-  const Decoder& decoder = model == LogProbModel::kPolicy ? policy_ : *reference_;
+  const Decoder& decoder = model == LogProbModel::kPolicy ? *policy_ : *reference_;
+  DecoderBackend& backend = model == LogProbModel::kPolicy ? *policy_backend_ : *reference_backend_;
   for (size_t i = 0; i < samples.size(); ++i)
     FP8RL_RETURN_IF_ERROR(check_tokens(samples[i], i, decoder.config()));
   std::vector<ResponseTokenStats> out;
@@ -278,7 +321,7 @@ absl::StatusOr<std::vector<ResponseTokenStats>> Trainer::compute_token_stats(
   for (size_t b = 0; b < samples.size(); b += size_t(micro_batch_size)) {
     const size_t e = std::min(samples.size(), b + size_t(micro_batch_size));
     const PackedSamples p = pack(samples, b, e);
-    FP8RL_ASSIGN_OR_RETURN(const DecoderForward fwd, decoder.forward(p.batch, p.targets));
+    FP8RL_ASSIGN_OR_RETURN(const BackendForward fwd, backend.forward(p.batch, p.targets, false));
     const std::vector<float> logp = gather(fwd.logprob, p.response_positions);
     const std::vector<float> ent = gather(fwd.entropy, p.response_positions);
     for (size_t i = 0; i + 1 < p.sample_offsets.size(); ++i) {

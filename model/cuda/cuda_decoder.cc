@@ -88,6 +88,11 @@ absl::Status CudaDecoder::upload(const DecoderParams& params) {
   return params_.upload(params, lin_, rt_->stream());
 }
 absl::Status CudaDecoder::zero_grads() { return params_.zero_grads(rt_->stream()); }
+
+absl::Status CudaDecoder::upload_from_device(const float* masters) {
+  return params_.upload_from_device(masters, lin_, rt_->stream());
+}
+
 absl::Status CudaDecoder::grads_to_host(DecoderParams* grads) const {
   return params_.grads_to_host(grads, rt_->stream());
 }

@@ -89,6 +89,9 @@ class CudaDecoder {
   absl::Status grads_to_host(DecoderParams* grads) const;
   // Refreshes the device weights from float32 masters (after an optimizer step).
   absl::Status upload(const DecoderParams& params);
+  // The same from float32 masters on this device, laid out as the gradients
+  // (DeviceParams::segments): a device-resident optimizer's.
+  absl::Status upload_from_device(const float* masters);
 
   // What an inference path that runs the weights with its own activations needs
   // (inference/cuda/cuda_kv_model.h). Kernels go on runtime()->stream().

@@ -190,16 +190,58 @@ absl::Status DeviceParams::zero_grads(cudaStream_t stream) {
 }
 
 absl::Status DeviceParams::grads_to_host(DecoderParams* out, cudaStream_t stream) const {
-  FP8RL_REQUIRE(out != nullptr, "grads_to_host: null output");
+  if (!has_gradients())
+    return absl::FailedPreconditionError("device parameters were allocated without gradients");
+  return state_to_host(grad_data(), out, stream);
+}
+
+std::vector<DeviceParams::Segment> DeviceParams::segments() const {
+  std::vector<Segment> out;
+  if (!has_gradients()) return out;
+  out.reserve(slots_.size());
+  for (const Slot& s : slots_)
+    out.push_back({s.grad - grad_data(), s.rows * s.cols, s.kind != Slot::kVector});
+  return out;
+}
+
+absl::Status DeviceParams::state_to_host(const float* state, DecoderParams* out,
+                                         cudaStream_t stream) const {
+  FP8RL_REQUIRE(out != nullptr, "state_to_host: null output");
   if (!has_gradients())
     return absl::FailedPreconditionError("device parameters were allocated without gradients");
   FP8RL_RETURN_IF_ERROR(check_host(*out));
   for (const Slot& s : slots_) {
-    FP8RL_CUDA_CHECK(cudaMemcpyAsync(host_tensor(*out, s).data<float>(), s.grad,
-                                     size_t(s.rows * s.cols) * 4, cudaMemcpyDeviceToHost, stream));
+    FP8RL_CUDA_CHECK(cudaMemcpyAsync(host_tensor(*out, s).data<float>(),
+                                     state + (s.grad - grad_data()), size_t(s.rows * s.cols) * 4,
+                                     cudaMemcpyDeviceToHost, stream));
   }
   FP8RL_CUDA_CHECK(cudaStreamSynchronize(stream));
   return absl::OkStatus();
+}
+
+absl::Status DeviceParams::state_from_host(const DecoderParams& in, float* state,
+                                           cudaStream_t stream) const {
+  if (!has_gradients())
+    return absl::FailedPreconditionError("device parameters were allocated without gradients");
+  FP8RL_RETURN_IF_ERROR(check_host(in));
+  for (const Slot& s : slots_) {
+    FP8RL_CUDA_CHECK(cudaMemcpyAsync(state + (s.grad - grad_data()),
+                                     host_tensor(in, s).data<float>(), size_t(s.rows * s.cols) * 4,
+                                     cudaMemcpyHostToDevice, stream));
+  }
+  FP8RL_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
+absl::Status DeviceParams::upload_from_device(const float* state, LinearCuda& lin,
+                                              cudaStream_t stream) {
+  if (!has_gradients())
+    return absl::FailedPreconditionError("device parameters were allocated without gradients");
+  return write_all(lin, stream, [&](const Slot& s, float* dst, int64_t offset, int64_t count) {
+    FP8RL_CUDA_CHECK(cudaMemcpyAsync(dst, state + (s.grad - grad_data()) + offset,
+                                     size_t(count) * 4, cudaMemcpyDeviceToDevice, stream));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace fp8rl

@@ -64,6 +64,25 @@ class DeviceParams {
   size_t weight_bytes() const { return weights_.nbytes(); }
   size_t grad_bytes() const { return grads_.nbytes(); }
 
+  // The gradients' layout also holds other float32 state per parameter on the device (a
+  // device-resident optimizer's masters and moments): a buffer of state_floats() floats in which
+  // parameter i occupies [segments()[i].offset, + count). The gaps between segments (alignment)
+  // are zero in the gradient buffer. Valid only with gradients.
+  struct Segment {
+    int64_t offset = 0, count = 0;
+    bool matrix = false;  // a 2-D parameter (linear or table); false for norms and biases
+  };
+  std::vector<Segment> segments() const;
+  int64_t state_floats() const { return int64_t(grads_.nbytes() / sizeof(float)); }
+  const float* grad_data() const { return grads_.defined() ? grads_.data<float>() : nullptr; }
+  // A buffer in the gradient layout (device) into host tensors shaped like the parameters, and
+  // back. Synchronise `stream`. InvalidArgument naming a misshapen host tensor.
+  absl::Status state_to_host(const float* state, DecoderParams* out, cudaStream_t stream) const;
+  absl::Status state_from_host(const DecoderParams& in, float* state, cudaStream_t stream) const;
+  // Rebuilds every device weight from float32 values already on the device, in the gradient
+  // layout (a device-resident optimizer's masters). Synchronises `stream`.
+  absl::Status upload_from_device(const float* state, LinearCuda& lin, cudaStream_t stream);
+
   uint16_t* embed = nullptr;  // [vocab, hidden] bf16
   uint16_t* head = nullptr;   // [vocab, hidden] bf16; == embed when tied
   float* norm = nullptr;      // [hidden]

@@ -61,6 +61,16 @@ void add_trainer_flags(CLI::App* sub, TrainerFlags* f) {
                 "Keep linear weights on the FP8 128x128 grid (quantized once per optimizer step, "
                 "fp32 masters in the optimizer)");
 
+  sub->add_option("--device", f->device,
+                  "cpu, or cuda: the policy and reference model on a GPU (BF16 or FP8 linears; "
+                  "AdamW on the GPU too unless --optimizer-cpu-offload)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--gpu-id", f->gpu_id, "The GPU --device cuda runs on")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_flag("--optimizer-cpu-offload", f->optimizer_cpu_offload,
+                "With --device cuda: AdamW's fp32 masters and moments in host memory (12 bytes "
+                "a parameter); each step brings the gradients to the host and the updated "
+                "weights back");
   sub->add_option("--optimizer", f->optimizer, "adam (AdamW, decoupled weight decay)");
   sub->add_option("--lr", f->lr, "Peak learning rate");
   sub->add_option("--min-lr", f->min_lr, "Learning rate at the end of the decay");
@@ -160,6 +170,12 @@ absl::StatusOr<TrainerSetup> resolve_trainer_flags(const TrainerFlags& f) {
   adam.clip_grad = f.clip_grad;
   FP8RL_RETURN_IF_ERROR(as_flag_error(adam.validate()));
   s.trainer.fp8_param_gather = f.fp8_param_gather;
+  s.trainer.cuda = f.device == "cuda";
+  s.trainer.gpu = f.gpu_id;
+  s.trainer.optimizer_cpu_offload = f.optimizer_cpu_offload;
+  FP8RL_REQUIRE(!f.optimizer_cpu_offload || s.trainer.cuda,
+                "--optimizer-cpu-offload needs --device cuda (on the CPU the optimizer is in host "
+                "memory already)");
 
   FP8RL_REQUIRE(f.micro_batch_size >= 1, "--micro-batch-size ", f.micro_batch_size,
                 " must be at least 1");

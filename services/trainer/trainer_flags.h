@@ -29,6 +29,11 @@ struct TrainerFlags {
   std::string fp8_format;  // "" (BF16 linears) or e4m3
   std::string fp8_recipe = "blockwise";
   bool fp8_param_gather = false;
+  // Where the model runs: cpu, or cuda (GPU --gpu-id; the optimizer on the GPU too unless
+  // --optimizer-cpu-offload).
+  std::string device = "cpu";
+  int gpu_id = 0;
+  bool optimizer_cpu_offload = false;
   // Optimizer and schedule.
   std::string optimizer = "adam";
   double lr = 1e-6, min_lr = 0.0, lr_warmup_init = 0.0;

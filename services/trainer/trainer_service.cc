@@ -115,6 +115,7 @@ absl::StatusOr<Decoder> TrainerService::load_reference() const {
   FP8RL_ASSIGN_OR_RETURN(Decoder base, Decoder::load(flags_.model_path, setup_.decoder));
   TrainerOptions options = setup_.trainer;
   options.fp8_param_gather = false;
+  options.cuda = false;  // only its host parameters are wanted
   FP8RL_ASSIGN_OR_RETURN(Trainer holder, Trainer::create(std::move(base), std::nullopt, options));
   auto it = load_checkpoint(&holder, dir, 0);
   if (!it.ok()) return annotate(it.status(), absl::StrCat("--ref-load ", dir));
@@ -292,6 +293,7 @@ absl::Status TrainerService::sync_weights(Trainer& t, const v1::SyncWeightsReque
   o.save_dir = path;
 
   const auto t0 = std::chrono::steady_clock::now();
+  FP8RL_RETURN_IF_ERROR(t.sync_to_host());  // a device optimizer's masters into policy()
   auto report = export_hf_checkpoint(t.policy(), o);
   if (!report.ok()) return annotate(report.status(), absl::StrCat("disk_path ", path));
   const double export_seconds = seconds_since(t0);
@@ -346,6 +348,7 @@ absl::Status TrainerService::save(Trainer& t, const std::string& dir,
   const auto t0 = std::chrono::steady_clock::now();
   CheckpointArgs args = setup_.checkpoint;
   args.global_batch_size = last_global_batch_size_;
+  FP8RL_RETURN_IF_ERROR(t.sync_to_host());
   auto info = save_checkpoint(t, dir, t.optimizer().steps(), args);
   if (!info.ok()) {
     metrics_->on_checkpoint_failed();

@@ -184,18 +184,25 @@ TEST_CASE("CUDA engine: decode steps replayed as CUDA graphs equal the direct la
       REQUIRE_OK(outs.status());
       runs.push_back(*std::move(outs));
     }
+    // Tokens are identical. FP8 log-probs are bitwise identical run to run and graph vs direct;
+    // BF16 ones were seen to differ by up to 2 float ulps (4.8e-7) between the first generation
+    // (which autotunes the decode GEMMs) and later ones, graphs or not: the cause is not pinned
+    // down (cuBLASLt's BF16 small-M kernels are the suspect), hence the 1e-6 bound.
     double worst = 0;
-    for (size_t i = 0; i < runs[0].size(); ++i) {
-      CHECK(runs[0][i].output_ids == runs[1][i].output_ids);
-      CHECK(runs[0][i].output_logprobs == runs[1][i].output_logprobs);  // bitwise
-      CHECK(runs[0][i].output_ids == runs[2][i].output_ids);
-      for (size_t j = 0; j < runs[0][i].output_logprobs.size(); ++j)
-        worst = std::max(worst, std::fabs(double(runs[0][i].output_logprobs[j]) -
-                                          double(runs[2][i].output_logprobs[j])));
-    }
-    std::printf("[graphs %s] worst |logprob graph - direct| %.3e\n",
+    for (const auto& run : {runs[1], runs[2]})
+      for (size_t i = 0; i < runs[0].size(); ++i) {
+        CHECK(runs[0][i].output_ids == run[i].output_ids);
+        for (size_t j = 0; j < runs[0][i].output_logprobs.size(); ++j)
+          worst = std::max(worst, std::fabs(double(runs[0][i].output_logprobs[j]) -
+                                            double(run[i].output_logprobs[j])));
+      }
+    std::printf("[graphs %s] worst |logprob difference| between runs %.3e\n",
                 linear_precision_name(precision).c_str(), worst);
-    CHECK(worst == 0);
+    if (precision == LinearPrecision::kFP8) {
+      CHECK(worst == 0);
+    } else {
+      CHECK(worst <= 1e-6);
+    }
   }
 }
 

@@ -187,6 +187,8 @@ def log_probs(t, samples, reference=False):
     (["--micro-batch-size", "0"], {}, "--micro-batch-size"),
     (["--tis-clip-low", "3", "--tis-clip", "2"], {}, "--tis-clip-low"),
     (["--optimizer", "sgd"], {}, "--optimizer"),
+    (["--optimizer-cpu-offload"], {}, "--optimizer-cpu-offload needs --device cuda"),
+    (["--device", "tpu"], {}, "--device"),
     (["--no-such-flag"], {}, "--no-such-flag"),
 ])
 def test_bad_flags_exit_2_before_serving(fp8rl_bin, model_dir, args, env, needle):

@@ -41,6 +41,20 @@ TEST_CASE("trainer flags take Megatron's and slime's names and defaults", "[serv
   CHECK(d->train.loss.aggregation == LossAggregation::kPerSampleTokenMean);
   CHECK(d->checkpoint.hf_checkpoint == "/m");
   CHECK(!d->trainer.fp8_param_gather);
+  CHECK(!d->trainer.cuda);
+  CHECK(!d->trainer.optimizer_cpu_offload);
+  auto g = resolve({"--device", "cuda", "--gpu-id", "1", "--optimizer-cpu-offload"});
+  REQUIRE(g.ok());
+  CHECK(g->trainer.cuda);
+  CHECK(g->trainer.gpu == 1);
+  CHECK(g->trainer.optimizer_cpu_offload);
+  // Without the offload the optimizer lives on the GPU; FP8 parameters are the device's own form.
+  auto h = resolve({"--device", "cuda", "--fp8-format", "e4m3", "--fp8-param-gather"});
+  REQUIRE(h.ok());
+  CHECK(h->trainer.cuda);
+  CHECK(!h->trainer.optimizer_cpu_offload);
+  CHECK(h->trainer.fp8_param_gather);
+  CHECK(h->decoder.linear.precision == LinearPrecision::kFP8);
 
   auto s = resolve({"--fp8-format",
                     "e4m3",
@@ -143,6 +157,7 @@ TEST_CASE("bad trainer flag values name the flag", "[services][trainer]") {
       {{"--port", "70000"}, "--port 70000"},
       {{"--make-vocab-size-divisible-by", "0"}, "--make-vocab-size-divisible-by: 0"},
       {{"--update-weight-timeout", "0"}, "--update-weight-timeout 0"},
+      {{"--optimizer-cpu-offload"}, "--optimizer-cpu-offload needs --device cuda"},
   };
   for (const auto& [args, expect] : cases) {
     auto s = resolve(args);

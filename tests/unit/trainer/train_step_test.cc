@@ -348,3 +348,16 @@ TEST_CASE("fp8 param gather keeps linear weights on the FP8 grid of the masters"
   CHECK(bf16.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(bf16.status().message(), "fp8_param_gather"));
 }
+
+TEST_CASE("cuda options are checked before a device is touched", "[trainer][train_step]") {
+  TrainerOptions o;
+  o.cuda = true;
+  // The CUDA decoder runs bf16 or fp8 linears; this policy's are float32.
+  auto f32 = Trainer::create(random_decoder(7), std::nullopt, o);
+  CHECK(f32.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(f32.status().message(), "--device cuda runs bf16 or fp8 linears"));
+  o.gpu = -1;
+  auto negative = Trainer::create(random_decoder(7), std::nullopt, o);
+  CHECK(negative.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(negative.status().message(), "gpu -1"));
+}
