@@ -128,6 +128,7 @@ absl::Status CpuKvModel::run(std::span<const KvStep> steps, KvOutput* out) {
   out->argmax.resize(size_t(b));
   out->argmax_logprob.resize(size_t(b));
   for (int64_t i = 0; i < b; ++i) {
+    if (steps[size_t(i)].need_logits) continue;  // the engine works from the row itself
     const SampledToken g = greedy_token(
         std::span<const float>(out->logits).subspan(size_t(i * c.vocab_size), size_t(c.vocab_size)),
         vocab_chunk());

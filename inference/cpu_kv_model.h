@@ -21,7 +21,7 @@ class CpuKvModel final : public KvModel {
 
   const ModelConfig& config() const override { return model_->config(); }
   int64_t vocab_chunk() const override { return model_->options().vocab_chunk; }
-  // Every step's logits row is filled (need_logits is ignored), argmax from greedy_token.
+  // Every step's logits row is filled; argmax from greedy_token for steps without need_logits.
   absl::Status run(std::span<const KvStep> steps, KvOutput* out) override;
   absl::Status fork(const KvCache& from, KvCache* to) override;
   absl::StatusOr<PromptScores> score(std::span<const int32_t> tokens, bool with_logits) override;
