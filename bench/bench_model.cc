@@ -16,7 +16,13 @@
 //
 // breakdown: the LM head, attention and the projections of a Qwen3-1.7B step timed alone.
 //
+// profile: one forward + backward of one precision (--precision, --only, --layers) after a warm-up
+// step, between cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start off`
+// (tests/gpu/run.sh RUN_PROFILE=1 sums its kernels' times by kernel).
+//
 // Prints a table and writes JSON (bench/bench_harness.h). A tool: aborts on errors.
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -54,7 +60,9 @@ struct Options {
   int warmup = 2;
   int steps = 300;
   bool quick = false;
-  std::string only;  // throughput: run only shapes whose name contains this
+  std::string only;               // throughput, profile: run only shapes whose name contains this
+  int layers = 0;                 // throughput, profile: decoder layers (0: the model's 28)
+  std::string precision = "fp8";  // profile
 };
 
 template <typename T>
@@ -91,29 +99,54 @@ double model_flops(const ModelConfig& c, const std::vector<int64_t>& lens) {
          6 * double(c.num_hidden_layers) * sq * double(c.num_attention_heads * c.head_dim);
 }
 
+struct ModelShape {
+  const char* name;
+  int64_t hidden, inter;
+  double target;  // FP8 / BF16 throughput goal (0: none)
+};
+constexpr ModelShape kModelShapes[] = {{"qwen3-0.6b", 1024, 3072, 0},
+                                       {"qwen3-1.7b", 2048, 6144, 1.2}};
+
+// One training step's input: 2 x 4096 random tokens (2 x 512 with --quick), next-token targets,
+// the mean-NLL gradient.
+struct StepInput {
+  ModelConfig config;
+  std::vector<int64_t> lens;
+  PackedBatch batch;
+  std::vector<int32_t> targets;
+  std::vector<float> dlogprob, dentropy;
+};
+
+StepInput step_input(int64_t hidden, int64_t inter, const Options& o) {
+  StepInput in;
+  in.config = qwen3_small_config(hidden, inter);
+  in.lens = {4096, 4096};
+  if (o.quick) in.config.num_hidden_layers = 2, in.lens = {512, 512};
+  if (o.layers > 0) in.config.num_hidden_layers = o.layers;
+  Rng rng(1);
+  for (int64_t len : in.lens) {
+    for (int64_t i = 0; i < len; ++i)
+      in.batch.tokens.push_back(int32_t(rng.next_u64() % uint64_t(in.config.vocab_size)));
+    in.batch.cu_seqlens.push_back(int32_t(in.batch.tokens.size()));
+  }
+  const size_t n = in.batch.tokens.size();
+  in.targets.assign(n, -1);
+  for (size_t t = 0; t + 1 < n; ++t) in.targets[t] = in.batch.tokens[t + 1];
+  in.dlogprob.assign(n, -1.f / float(n));
+  in.dentropy.assign(n, 0.f);
+  return in;
+}
+
 void run_throughput(Report& rep, const Options& o) {
-  struct Shape {
-    const char* name;
-    int64_t hidden, inter;
-    double target;
-  };
-  const Shape shapes[] = {{"qwen3-0.6b", 1024, 3072, 0}, {"qwen3-1.7b", 2048, 6144, 1.2}};
-  for (const Shape& sh : shapes) {
+  for (const ModelShape& sh : kModelShapes) {
     if (!o.only.empty() && !absl::StrContains(sh.name, o.only)) continue;
-    ModelConfig c = qwen3_small_config(sh.hidden, sh.inter);
-    std::vector<int64_t> lens = {4096, 4096};
-    if (o.quick) c.num_hidden_layers = 2, lens = {512, 512};
-    PackedBatch b;
-    Rng rng(1);
-    for (int64_t len : lens) {
-      for (int64_t i = 0; i < len; ++i)
-        b.tokens.push_back(int32_t(rng.next_u64() % uint64_t(c.vocab_size)));
-      b.cu_seqlens.push_back(int32_t(b.tokens.size()));
-    }
-    std::vector<int32_t> targets(b.tokens.size(), -1);
-    for (size_t t = 0; t + 1 < b.tokens.size(); ++t) targets[t] = b.tokens[t + 1];
-    const std::vector<float> dlp(b.tokens.size(), -1.f / float(b.tokens.size()));
-    const std::vector<float> dent(b.tokens.size(), 0.f);
+    const StepInput in = step_input(sh.hidden, sh.inter, o);
+    const ModelConfig& c = in.config;
+    const std::vector<int64_t>& lens = in.lens;
+    const PackedBatch& b = in.batch;
+    const std::vector<int32_t>& targets = in.targets;
+    const std::vector<float>& dlp = in.dlogprob;
+    const std::vector<float>& dent = in.dentropy;
 
     const size_t used0 = device_used_bytes();
     CudaDecoderOptions o16, o8;
@@ -187,6 +220,25 @@ void run_throughput(Report& rep, const Options& o) {
         median(f8) * 1e3, flops / s8 / kPeakBf16Flops, s16 / s8,
         double(mem(bf16)["total"].get<size_t>()) / (1 << 30),
         double(mem(fp8)["total"].get<size_t>()) / (1 << 30), loss16 / tokens, loss8 / tokens);
+  }
+}
+
+// One step of one precision between cudaProfilerStart/Stop, after a warm-up step.
+void run_profile(const Options& o) {
+  for (const ModelShape& sh : kModelShapes) {
+    if (!o.only.empty() && !absl::StrContains(sh.name, o.only)) continue;
+    const StepInput in = step_input(sh.hidden, sh.inter, o);
+    CudaDecoderOptions opt;
+    opt.linear.precision = o.precision == "fp8" ? LinearPrecision::kFP8 : LinearPrecision::kBF16;
+    CudaDecoder d = check(CudaDecoder::create_random(in.config, 7, 0.02, opt));
+    for (int i = 0; i < 2; ++i) {
+      if (i == 1) FP8RL_CHECK(cudaProfilerStart() == cudaSuccess);
+      const CudaDecoderForward f = check(d.forward(in.batch, in.targets));
+      FP8RL_CHECK_OK(d.backward(f, in.dlogprob, in.dentropy));
+      if (i == 1) FP8RL_CHECK(cudaProfilerStop() == cudaSuccess);
+    }
+    std::printf("profile: %s %s, %lld layers, one step\n", sh.name, o.precision.c_str(),
+                static_cast<long long>(in.config.num_hidden_layers));
   }
 }
 
@@ -533,14 +585,17 @@ int main(int argc, char** argv) {
   using namespace fp8rl::bench;
   Options o;
   CLI::App app{"fp8rl model benchmark: CUDA decoder training throughput and FP8/BF16 convergence"};
-  app.add_option("mode", o.mode, "throughput, breakdown, converge or all")
-      ->check(CLI::IsMember({"throughput", "breakdown", "converge", "all"}));
+  app.add_option("mode", o.mode, "throughput, breakdown, converge, profile or all")
+      ->check(CLI::IsMember({"throughput", "breakdown", "converge", "profile", "all"}));
   app.add_option("--json", o.json, "where to write the JSON results");
   app.add_option("--iters", o.iters, "timed steps per precision (median reported)");
   app.add_option("--warmup", o.warmup, "untimed steps first");
   app.add_option("--steps", o.steps, "converge: optimizer steps");
   app.add_flag("--quick", o.quick, "small shapes: a smoke test, not a measurement");
-  app.add_option("--only", o.only, "throughput: only shapes whose name contains this");
+  app.add_option("--only", o.only, "throughput, profile: only shapes whose name contains this");
+  app.add_option("--layers", o.layers, "throughput, profile: decoder layers (default the model's)");
+  app.add_option("--precision", o.precision, "profile: bf16 or fp8")
+      ->check(CLI::IsMember({"bf16", "fp8"}));
   CLI11_PARSE(app, argc, argv);
   Report rep;
   fp8rl::DeviceRuntime* rt = open_device("bench_model", rep);
@@ -551,6 +606,10 @@ int main(int argc, char** argv) {
   rep.set_meta("mfu_formula",
                "(6 * tokens * (linear weights + vocab * hidden) + 6 * layers * sum_seq len^2 * "
                "q_heads * head_dim) / step_seconds / 989e12");
+  if (o.mode == "profile") {
+    run_profile(o);
+    return 0;
+  }
   if (o.mode == "converge" || o.mode == "all") run_converge(rep, o);
   if (o.mode == "throughput" || o.mode == "all") run_throughput(rep, o);
   if (o.mode == "breakdown" || o.mode == "all") run_breakdown(rep, o);

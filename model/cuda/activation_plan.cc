@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "model/cuda/elementwise_cuda.h"
+#include "model/cuda/rope_cuda.h"
 #include "quant/block_quant.h"
 
 namespace fp8rl {
@@ -56,6 +57,8 @@ ActivationPlan ActivationPlan::carve(const PlanShape& s, ArenaCarver& a) {
       l.q_rstd = a.take<float>(T * s.heads);
       l.k_rstd = a.take<float>(T * s.kv_heads);
     }
+    l.q = a.take<uint16_t>(T * Q);
+    l.k = a.take<uint16_t>(T * KV);
     l.attn = a.take<uint16_t>(T * Q);
     l.lse = a.take<float>(s.tokens * s.heads);
     l.h = a.take<float>(T * H);
@@ -81,9 +84,7 @@ ActivationPlan ActivationPlan::carve(const PlanShape& s, ArenaCarver& a) {
   p.mean_logit = a.take<float>(T);
 
   const int64_t widest = std::max({H, Q, I});  // linear inputs and outputs
-  p.q = a.take<uint16_t>(T * Q);
-  p.k = a.take<uint16_t>(T * KV);
-  p.act = a.take<uint16_t>(T * I);
+  if (!s.fp8) p.act = a.take<uint16_t>(T * I);
   p.proj = a.take<float>(T * H);
   p.dx = a.take<float>(T * H);
   p.dn = a.take<float>(T * H);
@@ -102,7 +103,8 @@ ActivationPlan ActivationPlan::carve(const PlanShape& s, ArenaCarver& a) {
   p.dq = a.take<uint16_t>(T * Q);
   p.dk = a.take<uint16_t>(T * KV);
   p.dv = a.take<uint16_t>(T * KV);
-  p.reduce = a.take<float>(column_reduce_scratch_floats(std::max({H, Q, s.head_dim})));
+  p.reduce = a.take<float>(std::max(column_reduce_scratch_floats(std::max({H, Q, s.head_dim})),
+                                    qk_norm_rope_backward_scratch_floats(s.head_dim)));
   p.attention_workspace = a.take_bytes(s.attention_workspace);
   p.head = TokenStatsScratch::carve({T, H, s.vocab, s.vocab_chunk}, a);
   return p;

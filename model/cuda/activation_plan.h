@@ -47,6 +47,8 @@ struct LayerActivations {
   uint16_t* v = nullptr;      // [padded, kv]
   float* q_rstd = nullptr;    // [padded, heads] QK-norm statistics
   float* k_rstd = nullptr;    // [padded, kv_heads]
+  uint16_t* q = nullptr;      // [padded, q] after QK-norm + RoPE (attention's inputs)
+  uint16_t* k = nullptr;      // [padded, kv]
   uint16_t* attn = nullptr;   // [padded, q] attention output (o_proj input)
   float* lse = nullptr;       // [tokens, heads]
   Fp8Buffer attn_t;           // FP8: columnwise copy of attn
@@ -82,9 +84,7 @@ struct ActivationPlan {
 
   // Forward scratch.
   uint16_t* xn = nullptr;   // FP8: a norm output before quantization [padded, hidden]
-  uint16_t* q = nullptr;    // [padded, q] after QK-norm + RoPE (also recomputed by the backward)
-  uint16_t* k = nullptr;    // [padded, kv]
-  uint16_t* act = nullptr;  // [padded, inter] SwiGLU output (recomputed by the backward in BF16)
+  uint16_t* act = nullptr;  // BF16: [padded, inter] SwiGLU output (recomputed by the backward)
   float* proj = nullptr;    // [padded, hidden] o_proj / down_proj output
   Fp8Buffer in_rows;        // FP8: rowwise copy of the current linear input [padded, max in]
 

@@ -235,10 +235,10 @@ absl::Status CudaDecoder::rotate_qk(int64_t l) {
   const float* cos = rope_.data<float>();
   const float* sin = cos + rope_positions_ * (hd / 2);
   FP8RL_RETURN_IF_ERROR(qk_norm_rope_cuda(rows, config_.num_attention_heads, hd, eps, a.q_raw,
-                                          p.q_norm, a.q_rstd, cos, sin, plan_.positions, plan_.q,
+                                          p.q_norm, a.q_rstd, cos, sin, plan_.positions, a.q,
                                           rt_->stream()));
   return qk_norm_rope_cuda(rows, config_.num_key_value_heads, hd, eps, a.k_raw, p.k_norm, a.k_rstd,
-                           cos, sin, plan_.positions, plan_.k, rt_->stream());
+                           cos, sin, plan_.positions, a.k, rt_->stream());
 }
 
 absl::Status CudaDecoder::forward_layer(int64_t l) {
@@ -254,8 +254,8 @@ absl::Status CudaDecoder::forward_layer(int64_t l) {
   FP8RL_ASSIGN_OR_RETURN(LinearOperand in, input_operand(xn1, H, a.xn1_t));
   FP8RL_RETURN_IF_ERROR(qkv_forward_cuda(lin_, T, in, p, a.q_raw, a.k_raw, a.v, s));
   FP8RL_RETURN_IF_ERROR(rotate_qk(l));
-  FP8RL_RETURN_IF_ERROR(cuda::attention_forward(attention_shape(), plan_.max_seqlen, nv(plan_.q),
-                                                nv(plan_.k), nv(a.v), nv(a.attn), a.lse, s));
+  FP8RL_RETURN_IF_ERROR(cuda::attention_forward(attention_shape(), plan_.max_seqlen, nv(a.q),
+                                                nv(a.k), nv(a.v), nv(a.attn), a.lse, s));
   // Padding rows are no sequence's: zero them, as every linear input's padding must be.
   FP8RL_CUDA_CHECK(cudaMemsetAsync(a.attn + sh.tokens * Q, 0, size_t((T - sh.tokens) * Q) * 2, s));
   FP8RL_ASSIGN_OR_RETURN(in, input_operand(a.attn, Q, a.attn_t));
@@ -269,8 +269,16 @@ absl::Status CudaDecoder::forward_layer(int64_t l) {
   FP8RL_ASSIGN_OR_RETURN(in, input_operand(xn2, H, a.xn2_t));
   FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.gate_proj, a.gate, DType::kBF16, false, s));
   FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.up_proj, a.up, DType::kBF16, false, s));
-  FP8RL_RETURN_IF_ERROR(swiglu_forward_cuda(T * I, a.gate, a.up, plan_.act, s));
-  FP8RL_ASSIGN_OR_RETURN(in, input_operand(plan_.act, I, a.act_t));
+  if (lin_.fp8()) {  // the SwiGLU product goes straight into its FP8 copies
+    FP8RL_RETURN_IF_ERROR(lin_.quantize_swiglu(QuantRole::kFwdInput, T, I, a.gate, a.up,
+                                               plan_.in_rows.q, plan_.in_rows.scale, a.act_t.q,
+                                               a.act_t.scale, s));
+    in = LinearOperand();
+    in.q = plan_.in_rows.q, in.scale = plan_.in_rows.scale;
+  } else {
+    FP8RL_RETURN_IF_ERROR(swiglu_forward_cuda(T * I, a.gate, a.up, plan_.act, s));
+    in = bf16_operand(plan_.act);
+  }
   FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.down_proj, plan_.proj, DType::kF32, false, s));
   const bool last = l + 1 == int64_t(plan_.layers.size());
   LayerActivations* next = last ? nullptr : &plan_.layers[size_t(l + 1)];
@@ -362,9 +370,8 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
   FP8RL_ASSIGN_OR_RETURN(dy, grad_operand(DType::kF32, plan_.dx, H));
   FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, p.o_proj, plan_.dattn, DType::kBF16, false, s));
   FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, saved_operand(a.attn, a.attn_t), p.o_proj, s));
-  FP8RL_RETURN_IF_ERROR(rotate_qk(l));
   FP8RL_RETURN_IF_ERROR(cuda::attention_backward(
-      attention_shape(), plan_.max_seqlen, nv(plan_.q), nv(plan_.k), nv(a.v), nv(a.attn), a.lse,
+      attention_shape(), plan_.max_seqlen, nv(a.q), nv(a.k), nv(a.v), nv(a.attn), a.lse,
       nv(plan_.dattn), nv(plan_.dq), nv(plan_.dk), nv(plan_.dv), plan_.attention_workspace, s));
   const int64_t pad = T - sh.tokens;
   FP8RL_CUDA_CHECK(cudaMemsetAsync(plan_.dq + sh.tokens * Q, 0, size_t(pad * Q) * 2, s));
@@ -372,18 +379,12 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
   FP8RL_CUDA_CHECK(cudaMemsetAsync(plan_.dv + sh.tokens * KV, 0, size_t(pad * KV) * 2, s));
   const float* cos = rope_.data<float>();
   const float* sin = cos + rope_positions_ * (hd / 2);
-  FP8RL_RETURN_IF_ERROR(
-      rope_apply_cuda(T, sh.heads, hd, cos, sin, plan_.positions, true, plan_.dq, s));
-  FP8RL_RETURN_IF_ERROR(
-      rope_apply_cuda(T, sh.kv_heads, hd, cos, sin, plan_.positions, true, plan_.dk, s));
-  if (config_.qk_norm) {
-    FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(
-        norm_desc(T * sh.heads, hd, eps, DType::kBF16, DType::kBF16, false), a.q_raw, p.q_norm,
-        a.q_rstd, plan_.dq, plan_.dq, p.g_q_norm, plan_.reduce, s));
-    FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(
-        norm_desc(T * sh.kv_heads, hd, eps, DType::kBF16, DType::kBF16, false), a.k_raw, p.k_norm,
-        a.k_rstd, plan_.dk, plan_.dk, p.g_k_norm, plan_.reduce, s));
-  }
+  FP8RL_RETURN_IF_ERROR(qk_norm_rope_backward_cuda(T, sh.heads, hd, a.q_raw, p.q_norm, a.q_rstd,
+                                                   cos, sin, plan_.positions, plan_.dq, p.g_q_norm,
+                                                   plan_.reduce, s));
+  FP8RL_RETURN_IF_ERROR(qk_norm_rope_backward_cuda(T, sh.kv_heads, hd, a.k_raw, p.k_norm, a.k_rstd,
+                                                   cos, sin, plan_.positions, plan_.dk, p.g_k_norm,
+                                                   plan_.reduce, s));
   if (config_.attention_bias) {
     FP8RL_RETURN_IF_ERROR(bias_grad_cuda(T, Q, plan_.dq, p.g_q_bias, plan_.reduce, s));
     FP8RL_RETURN_IF_ERROR(bias_grad_cuda(T, KV, plan_.dk, p.g_k_bias, plan_.reduce, s));

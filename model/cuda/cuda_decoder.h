@@ -7,10 +7,11 @@
 // Activation memory is planned: every buffer a forward and backward of a batch needs is sized up
 // front from (config, padded tokens, sequences) and carved from one arena that is reused from
 // step to step (it grows when a larger batch arrives). Saved for the backward: the residual
-// stream entering each sublayer (f32), the norm statistics, q/k before QK-norm and v, attention
-// output and LSE, gate and up (bf16), and each linear's input as the backward multiplies it (bf16
-// rows, or FP8's columnwise copy made in the forward's one quantization pass). Recomputed: q and k
-// after QK-norm + RoPE (cheap elementwise passes), and the SwiGLU output in BF16 mode.
+// stream entering each sublayer (f32), the norm statistics, q/k before QK-norm (the norm's
+// backward) and after QK-norm + RoPE (attention's inputs), v, attention output and LSE, gate and
+// up (bf16), and each linear's input as the backward multiplies it (bf16 rows, or FP8's
+// columnwise copy made in the forward's one quantization pass). Recomputed: the SwiGLU output in
+// BF16 mode.
 #pragma once
 
 #include <cstdint>
@@ -138,7 +139,7 @@ class CudaDecoder {
   LinearOperand saved_operand(const uint16_t* x, const Fp8Buffer& saved_t) const;
   // dY [padded, cols] (float32 or bf16) as dgrad and wgrad multiply it.
   absl::StatusOr<LinearOperand> grad_operand(DType dtype, const void* dy, int64_t cols);
-  // q and k of layer l after QK-norm and RoPE, into plan_.q / plan_.k.
+  // q and k of layer l after QK-norm and RoPE, into its activations' q and k.
   absl::Status rotate_qk(int64_t l);
   absl::Status forward_layer(int64_t l);
   absl::Status backward_layer(int64_t l);

@@ -7,12 +7,13 @@
 namespace fp8rl {
 namespace model_cuda {
 
-__global__ void column_reduce_finish(int64_t cols, const float* __restrict__ partial,
-                                     float* __restrict__ out) {
+__global__ void column_reduce_finish(int64_t cols, int64_t chunks,
+                                     const float* __restrict__ partial, float* __restrict__ out) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   float s = out[c];
-  for (int64_t k = 0; k < kColumnReduceChunks; ++k) s += partial[k * cols + c];
+#pragma unroll 16  // the loads are independent: batch them (the adds keep their order)
+  for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
   out[c] = s;
 }
 

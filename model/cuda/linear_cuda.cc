@@ -81,6 +81,18 @@ absl::Status LinearCuda::quantize(QuantRole role, int64_t tokens, int64_t cols, 
   return quantize_1x128_cuda(d, x, q, scale, q_t, scale_t, stream);
 }
 
+absl::Status LinearCuda::quantize_swiglu(QuantRole role, int64_t tokens, int64_t cols,
+                                         const uint16_t* gate, const uint16_t* up, uint8_t* q,
+                                         float* scale, uint8_t* q_t, float* scale_t,
+                                         cudaStream_t stream) const {
+  QuantDesc d;
+  d.rows = tokens, d.cols = cols, d.src_dtype = DType::kBF16;
+  d.scale = scale_params_from_env(role);
+  d.rowwise = q != nullptr;
+  d.columnwise = q_t != nullptr;
+  return quantize_swiglu_1x128_cuda(d, gate, up, q, scale, q_t, scale_t, stream);
+}
+
 namespace {
 
 Bf16GemmDesc bf16_forward_desc(int64_t tokens, const DeviceLinear& w, DType y_dtype, bool acc) {

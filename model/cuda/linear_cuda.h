@@ -70,6 +70,12 @@ class LinearCuda {
                         uint8_t* q, float* scale, uint8_t* q_t, float* scale_t,
                         cudaStream_t stream) const;
 
+  // quantize() of the SwiGLU product silu(gate) * up of bf16 gate and up [tokens, cols], formed
+  // on the way in (quantize_swiglu_1x128_cuda).
+  absl::Status quantize_swiglu(QuantRole role, int64_t tokens, int64_t cols, const uint16_t* gate,
+                               const uint16_t* up, uint8_t* q, float* scale, uint8_t* q_t,
+                               float* scale_t, cudaStream_t stream) const;
+
   // y [tokens, out] (+)= x . W^T, y of y_dtype (kBF16 or kF32).
   absl::Status forward(int64_t tokens, const LinearOperand& x, const DeviceLinear& w, void* y,
                        DType y_dtype, bool accumulate, cudaStream_t stream);

@@ -3,19 +3,21 @@
 #include "core/status.h"
 #include "model/cuda/kernel_util.cuh"
 #include "model/cuda/swiglu_cuda.h"
+#include "quant/cuda/swiglu_math.cuh"
 
 namespace fp8rl {
 namespace model_cuda {
 namespace {
 
-__device__ __forceinline__ float sigmoid(float g) { return 1.f / (1.f + expf(-g)); }
+using cuda_detail::sigmoid;
+using cuda_detail::swiglu_value;
 
 __global__ void swiglu_forward_kernel(int64_t pairs, const uint16_t* __restrict__ gate,
                                       const uint16_t* __restrict__ up, uint16_t* __restrict__ act) {
   for (int64_t i = 2 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < 2 * pairs;
        i += 2 * int64_t(gridDim.x) * blockDim.x) {
     const float2 g = load_bf16x2(gate + i), u = load_bf16x2(up + i);
-    store_bf16x2(act + i, g.x * sigmoid(g.x) * u.x, g.y * sigmoid(g.y) * u.y);
+    store_bf16x2(act + i, swiglu_value(g.x, u.x), swiglu_value(g.y, u.y));
   }
 }
 

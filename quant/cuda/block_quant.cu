@@ -3,6 +3,7 @@
 #include "core/cuda/cuda_check.h"
 #include "core/status.h"
 #include "quant/cuda/block_quant_cuda.h"
+#include "quant/cuda/swiglu_math.cuh"
 #include "quant/cuda/tile_quant.cuh"
 
 namespace fp8rl {
@@ -170,6 +171,22 @@ TileArgs tile_args(const QuantDesc& d, const void* x) {
   return a;
 }
 
+// act = bf16(silu(gate) * up) from bf16 gate (x) and up (x2), then quantized as bf16 rows.
+struct LoadSwiGLU : LoadBF16 {
+  static constexpr bool kPair = true;
+  __device__ LoadSwiGLU(const TileArgs& a, int64_t rt, int64_t ct) : LoadBF16(a, rt, ct) {}
+  __device__ static uint4 combine(const uint4& gate, const uint4& up) {
+    const uint32_t g[4] = {gate.x, gate.y, gate.z, gate.w}, u[4] = {up.x, up.y, up.z, up.w};
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      o[i] = bf16x2_bits(
+          swiglu_value(__uint_as_float(g[i] << 16), __uint_as_float(u[i] << 16)),
+          swiglu_value(__uint_as_float(g[i] & 0xffff0000u), __uint_as_float(u[i] & 0xffff0000u)));
+    return make_uint4(o[0], o[1], o[2], o[3]);
+  }
+};
+
 template <int kMode>
 cudaError_t launch_by_src(DType src, const TileArgs& a, cudaStream_t stream) {
   return src == DType::kF32 ? launch_tile_quant<LoadF32, kMode>(a, stream)
@@ -183,11 +200,28 @@ QuantTuning& quant_tuning() {
   return *t;
 }
 
-absl::Status quantize_1x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, float* scale_inv,
-                                 uint8_t* q_t, float* scale_inv_t, cudaStream_t stream) {
-  FP8RL_RETURN_IF_ERROR(d.validate());
-  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
-  FP8RL_RETURN_IF_ERROR(require_ptr(x, "x", d, dtype_size(d.src_dtype)));
+namespace {
+
+// The sources quantize_1x128_cuda reads, by src_dtype, and the SwiGLU pair.
+struct BySourceDtype {
+  template <int kMode>
+  static cudaError_t launch(DType src, const TileArgs& a, cudaStream_t stream) {
+    return launch_by_src<kMode>(src, a, stream);
+  }
+};
+struct SwiGLUPair {
+  template <int kMode>
+  static cudaError_t launch(DType, const TileArgs& a, cudaStream_t stream) {
+    return launch_tile_quant<LoadSwiGLU, kMode>(a, stream);
+  }
+};
+
+// The rowwise and/or columnwise 1x128 copies of the source(s) in `a` (sources_aligned: each
+// 16-byte aligned).
+template <class Sources>
+absl::Status quantize_1x128_tiles(const QuantDesc& d, TileArgs a, bool sources_aligned, uint8_t* q,
+                                  float* scale_inv, uint8_t* q_t, float* scale_inv_t,
+                                  cudaStream_t stream) {
   if (d.rowwise) {
     FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
     FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
@@ -196,21 +230,44 @@ absl::Status quantize_1x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, 
     FP8RL_RETURN_IF_ERROR(require_ptr(q_t, "q_t", d));
     FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv_t, "scale_inv_t", d, 4));
   }
-  TileArgs a = tile_args(d, x);
-  a.q = q;
-  a.s = scale_inv;
-  a.qt = q_t;
-  a.st = scale_inv_t;
-  a.vec_ok = aligned16_host(x) && d.cols % 16 == 0 && (!d.rowwise || aligned16_host(q)) &&
+  a.q = q, a.s = scale_inv, a.qt = q_t, a.st = scale_inv_t;
+  a.vec_ok = sources_aligned && d.cols % 16 == 0 && (!d.rowwise || aligned16_host(q)) &&
              (!d.columnwise || (aligned16_host(q_t) && d.rows % 16 == 0));
   cudaError_t err;
   if (d.rowwise && d.columnwise)
-    err = launch_by_src<kRow | kCol>(d.src_dtype, a, stream);
+    err = Sources::template launch<kRow | kCol>(d.src_dtype, a, stream);
   else if (d.rowwise)
-    err = launch_by_src<kRow>(d.src_dtype, a, stream);
+    err = Sources::template launch<kRow>(d.src_dtype, a, stream);
   else
-    err = launch_by_src<kCol>(d.src_dtype, a, stream);
+    err = Sources::template launch<kCol>(d.src_dtype, a, stream);
   return annotate(cuda_status(err, "tile_quant_kernel launch", __FILE__, __LINE__), d.to_string());
+}
+
+}  // namespace
+
+absl::Status quantize_1x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, float* scale_inv,
+                                 uint8_t* q_t, float* scale_inv_t, cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(x, "x", d, dtype_size(d.src_dtype)));
+  return quantize_1x128_tiles<BySourceDtype>(d, tile_args(d, x), aligned16_host(x), q, scale_inv,
+                                             q_t, scale_inv_t, stream);
+}
+
+absl::Status quantize_swiglu_1x128_cuda(const QuantDesc& d, const void* gate, const void* up,
+                                        uint8_t* q, float* scale_inv, uint8_t* q_t,
+                                        float* scale_inv_t, cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  FP8RL_REQUIRE(d.src_dtype == DType::kBF16,
+                "quantize_swiglu_1x128_cuda: gate and up must be bfloat16, desc says ",
+                std::string(dtype_name(d.src_dtype)));
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  FP8RL_RETURN_IF_ERROR(require_ptr(gate, "gate", d, 2));
+  FP8RL_RETURN_IF_ERROR(require_ptr(up, "up", d, 2));
+  TileArgs a = tile_args(d, gate);
+  a.x2 = up;
+  return quantize_1x128_tiles<SwiGLUPair>(d, a, aligned16_host(gate) && aligned16_host(up), q,
+                                          scale_inv, q_t, scale_inv_t, stream);
 }
 
 absl::Status quantize_128x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, float* scale_inv,

@@ -21,6 +21,14 @@ namespace fp8rl {
 absl::Status quantize_1x128_cuda(const QuantDesc& desc, const void* x, uint8_t* q, float* scale_inv,
                                  uint8_t* q_t, float* scale_inv_t, cudaStream_t stream);
 
+// quantize_1x128_cuda of act = bf16(silu(gate) * up) for bf16 gate and up [rows, cols] (the
+// SwiGLU of the MLP, quant/cuda/swiglu_math.cuh), formed tile by tile on the way in: the same
+// bytes as writing act and quantizing it, without act's round trip through device memory.
+// desc.src_dtype must be kBF16.
+absl::Status quantize_swiglu_1x128_cuda(const QuantDesc& desc, const void* gate, const void* up,
+                                        uint8_t* q, float* scale_inv, uint8_t* q_t,
+                                        float* scale_inv_t, cudaStream_t stream);
+
 // 128x128 blocks; scale_inv rows are desc.block_scale_ld() floats apart (padding left untouched).
 absl::Status quantize_128x128_cuda(const QuantDesc& desc, const void* x, uint8_t* q,
                                    float* scale_inv, cudaStream_t stream);

@@ -28,6 +28,7 @@ struct TileArgs {
   uint8_t* qt = nullptr;         // kCol payload [cols, rows]
   float* st = nullptr;           // kCol scales [row_tiles, cols]
   int64_t s_ld = 0;              // kBlock scale row stride
+  const void* x2 = nullptr;      // pair loaders (kPair): the second source, laid out as x
   const float* src_s = nullptr;  // FP8 source: 128x128 scale_inv
   int64_t src_s_ld = 0;
   float amax_eps = 0.f;
@@ -44,8 +45,12 @@ struct TileArgs {
 //   elem(bits) (2- and 4-byte sources, columnwise pass): one element; col_fold/col_key: the
 //     amax of a column word over rows, per element of the word;
 //   identity(scale, nan_key): the requantized block is the source bytes (FP8 -> FP8 export).
+// A pair loader (kPair true, a 2-byte source) quantizes combine(x chunk, x2 chunk): both tiles are
+// staged (the second in the other stage, so one tile per CTA), combined in shared memory, then
+// read as the loader's own kind of chunk.
 
 struct LoadBase {
+  static constexpr bool kPair = false;
   __device__ bool raw_ok() const { return true; }
   __device__ bool identity(float, bool) const { return false; }
 };
@@ -112,6 +117,7 @@ struct LoadF32AsBF16 : LoadBase {
 // block, so one scale serves the whole CTA.
 struct LoadFP8AsBF16 {
   static constexpr int kBytes = 1;
+  static constexpr bool kPair = false;
   float s;
   __device__ LoadFP8AsBF16(const TileArgs& a, int64_t rt, int64_t ct)
       : s(a.src_s[rt * a.src_s_ld + ct]) {}
@@ -449,13 +455,13 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
   const uint32_t col_tiles = uint32_t((a.cols + kTile - 1) / kTile);
   const uint32_t tiles = uint32_t((a.rows + kTile - 1) / kTile) * col_tiles;
   const int t = threadIdx.x, cc = t % CPR, rb = t / CPR;
-  const uint8_t* x = static_cast<const uint8_t*>(a.x);
   auto is_full = [&](int64_t r0, int64_t c0) {
     return a.vec_ok && r0 + kTile <= a.rows && c0 + kTile <= a.cols;
   };
 
-  // Starts bringing tile `tile` into stage `stage` (edge tiles: element loads, zero-filled).
-  auto issue = [&](uint32_t tile, int stage) {
+  // Starts bringing tile `tile` of source x into stage `stage` (edge tiles: element loads,
+  // zero-filled).
+  auto issue_from = [&](const uint8_t* x, uint32_t tile, int stage) {
     const int64_t r0 = int64_t(tile / col_tiles) * kTile, c0 = int64_t(tile % col_tiles) * kTile;
     uint4* dst = smem + stage * kStage;
     if (is_full(r0, c0)) {
@@ -474,19 +480,31 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
             gather_chunk<kB>(x, a.rows, a.cols, r0 + row, c0 + cc * V);
       }
     }
+  };
+  auto issue = [&](uint32_t tile, int stage) {
+    issue_from(static_cast<const uint8_t*>(a.x), tile, stage);
+    if constexpr (L::kPair) issue_from(static_cast<const uint8_t*>(a.x2), tile, 1);
     cp_async_commit();
   };
 
   uint32_t tile = blockIdx.x;
   if (tile < tiles) issue(tile, 0);
   for (int stage = 0; tile < tiles; tile += gridDim.x, stage ^= 1) {
-    if (tile + gridDim.x < tiles) {
+    if (!L::kPair && tile + gridDim.x < tiles) {
       issue(tile + gridDim.x, stage ^ 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
-    __syncthreads();  // the stage's chunks (everyone's) have landed
+    __syncthreads();           // the stage's chunks (everyone's) have landed
+    if constexpr (L::kPair) {  // each thread combines the chunks it brought in
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        const int row = i * RPI + rb, at = row * CPR + (cc ^ ((row >> 4) & 7));
+        smem[at] = L::combine(smem[at], smem[kStage + at]);
+      }
+      __syncthreads();
+    }
     const uint4* st = smem + stage * kStage;
     const int64_t rt = tile / col_tiles, ct = tile % col_tiles;
     const int64_t r0 = rt * kTile, c0 = ct * kTile;
@@ -501,7 +519,7 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
 
 // Launches tile_quant_kernel<L, kMode> over every tile of a.rows x a.cols, as a persistent grid
 // (as many CTAs as fit on the device at once, never more than there are tiles) or one CTA per tile,
-// by quant_tuning().tile_policy.
+// by quant_tuning().tile_policy (pair loaders: one CTA per tile).
 template <class L, int kMode>
 cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
   const int64_t tiles = ((a.rows + kTile - 1) / kTile) * ((a.cols + kTile - 1) / kTile);
@@ -523,8 +541,8 @@ cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
   // Measured (bench/NOTES.md): persistent wins for 4-byte sources (one 512-thread CTA per SM),
   // one tile per CTA for 1- and 2-byte sources (3-4 CTAs per SM already overlap their phases).
   const TilePolicy policy = quant_tuning().tile_policy.load(std::memory_order_relaxed);
-  const bool persistent =
-      policy == TilePolicy::kPersistent || (policy == TilePolicy::kAuto && L::kBytes == 4);
+  const bool persistent = !L::kPair && (policy == TilePolicy::kPersistent ||
+                                        (policy == TilePolicy::kAuto && L::kBytes == 4));
   const int64_t grid = persistent ? std::min<int64_t>(tiles, resident) : tiles;
   tile_quant_kernel<L, kMode><<<unsigned(grid), kThreads, smem, stream>>>(a);
   return cudaGetLastError();

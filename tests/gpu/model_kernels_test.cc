@@ -21,6 +21,8 @@
 #include "model/ops/rope.h"
 #include "model/ops/swiglu.h"
 #include "model/ops/token_stats.h"
+#include "quant/block_quant.h"
+#include "quant/cuda/block_quant_cuda.h"
 #include "tests/catch.h"
 #include "tests/gpu/model_test_util.h"
 
@@ -154,21 +156,54 @@ TEST_CASE("rmsnorm forward (fused residual add) and backward match the CPU op",
   }
 }
 
-TEST_CASE("rope_apply_cuda matches rope_apply, forward and inverse", "[model][rope]") {
-  const int64_t tokens = 77, heads = 3, hd = 64;
-  const RopeTable table = RopeTable::build(200, hd, 1e6);
-  Rng rng(5);
-  std::vector<int32_t> pos(tokens);
-  for (auto& p : pos) p = int32_t(rng.next_u64() % 200);
-  const std::vector<float> x = bf16_exact(tokens * heads * hd, 21);
-  auto dcos = to_device(table.cos), dsin = to_device(table.sin), dpos = to_device(pos);
-  for (bool inverse : {false, true}) {
-    std::vector<float> ref = x;
-    rope_apply(table, tokens, heads, pos.data(), inverse, ref.data());
-    auto dx = to_device(to_bf16(x));
-    REQUIRE_OK(rope_apply_cuda(tokens, heads, hd, dcos->get<float>(), dsin->get<float>(),
-                               dpos->get<int32_t>(), inverse, dx->get<uint16_t>(), stream()));
-    REQUIRE_CLOSE(close_report("rope", download_bf16(*dx), ref, 1.0 / 256, 1e-6));
+TEST_CASE("qk_norm_rope_cuda and its backward match rmsnorm + rope_apply", "[model][rope]") {
+  struct Case {
+    int64_t tokens, heads, hd;
+    bool norm;
+  };
+  // 1000 x 8 rows: several rows per warp in the backward's fixed row split.
+  for (const Case& c : {Case{77, 3, 64, true}, Case{1000, 8, 128, true}, Case{45, 2, 32, true},
+                        Case{77, 3, 128, false}}) {
+    INFO("tokens=" << c.tokens << " heads=" << c.heads << " head_dim=" << c.hd
+                   << " norm=" << c.norm);
+    const int64_t rows = c.tokens * c.heads, n = rows * c.hd;
+    const RopeTable table = RopeTable::build(2048, c.hd, 1e6);
+    Rng rng(5);
+    std::vector<int32_t> pos(static_cast<size_t>(c.tokens));
+    for (auto& p : pos) p = int32_t(rng.next_u64() % 2048);
+    const std::vector<float> x = bf16_exact(n, 21, 2.f), dy = bf16_exact(n, 22);
+    const std::vector<float> w = make_matrix(1, c.hd, 23, 0), dw0 = make_matrix(1, c.hd, 24, 0);
+    auto dcos = to_device(table.cos), dsin = to_device(table.sin), dpos = to_device(pos);
+    auto dx = to_device(to_bf16(x)), dw = to_device(w), ddw = to_device(dw0);
+
+    // Reference: float32 norm, then the rotation; backward in the reverse order.
+    std::vector<float> y = x, rstd(static_cast<size_t>(rows), 0.f);
+    if (c.norm) rmsnorm_forward(rows, c.hd, 1e-6f, x.data(), w.data(), y.data(), rstd.data());
+    rope_apply(table, c.tokens, c.heads, pos.data(), false, y.data());
+    std::vector<float> g = dy, dx_ref = dy, dw_ref = dw0;
+    rope_apply(table, c.tokens, c.heads, pos.data(), true, g.data());
+    if (c.norm)
+      rmsnorm_backward(rows, c.hd, x.data(), w.data(), rstd.data(), g.data(), dx_ref.data(),
+                       dw_ref.data());
+    else
+      dx_ref = g;
+
+    DevBuf out(size_t(n) * 2), drstd(size_t(rows) * 4);
+    REQUIRE_OK(qk_norm_rope_cuda(c.tokens, c.heads, c.hd, 1e-6, dx->get<uint16_t>(),
+                                 c.norm ? dw->get<float>() : nullptr, drstd.get<float>(),
+                                 dcos->get<float>(), dsin->get<float>(), dpos->get<int32_t>(),
+                                 out.get<uint16_t>(), stream()));
+    REQUIRE_CLOSE(close_report("out", download_bf16(out), y, 1.0 / 256, 1e-6));
+    if (c.norm) REQUIRE_CLOSE(close_report("rstd", download_f32(drstd), rstd, 1e-5, 0));
+
+    auto dd = to_device(to_bf16(dy));
+    DevBuf partial(size_t(qk_norm_rope_backward_scratch_floats(c.hd)) * 4);
+    REQUIRE_OK(qk_norm_rope_backward_cuda(
+        c.tokens, c.heads, c.hd, dx->get<uint16_t>(), c.norm ? dw->get<float>() : nullptr,
+        drstd.get<float>(), dcos->get<float>(), dsin->get<float>(), dpos->get<int32_t>(),
+        dd->get<uint16_t>(), ddw->get<float>(), partial.get<float>(), stream()));
+    REQUIRE_CLOSE(close_report("dx", download_bf16(*dd), dx_ref, 1.0 / 256, 1e-3));
+    REQUIRE_CLOSE(close_report("dw", download_f32(*ddw), dw_ref, 1e-4, 1e-5));
   }
 }
 
@@ -191,6 +226,52 @@ TEST_CASE("swiglu forward and backward match the CPU op", "[model][swiglu]") {
                                   ddact->get<uint16_t>(), stream()));
   REQUIRE_CLOSE(close_report("dgate", download_bf16(dgo), dg, 1.0 / 256, 1e-6));
   REQUIRE_CLOSE(close_report("dup", download_bf16(*ddact), du, 1.0 / 256, 1e-6));
+}
+
+TEST_CASE("quantize_swiglu_1x128_cuda is swiglu_forward_cuda then the 1x128 quantization",
+          "[model][swiglu][fp8]") {
+  // Ragged edges (rows, cols not multiples of 128; cols % 16 != 0 takes the element path), and
+  // an inf and a NaN gate in the last case.
+  struct Case {
+    int64_t rows, cols;
+    bool specials;
+  };
+  for (const Case& c : {Case{256, 384, false}, Case{200, 384, false}, Case{200, 328, false},
+                        Case{130, 70, false}, Case{128, 256, true}}) {
+    INFO("rows=" << c.rows << " cols=" << c.cols);
+    const int64_t n = c.rows * c.cols;
+    std::vector<uint16_t> g = to_bf16(bf16_exact(n, 51, 4.f)), u = to_bf16(bf16_exact(n, 52));
+    if (c.specials) g[17] = 0x7f80u, g[n - 3] = 0x7fc1u;  // +inf, NaN
+    auto dg = to_device(g), du = to_device(u);
+    DevBuf act(size_t(n) * 2);
+    REQUIRE_OK(swiglu_forward_cuda(n, dg->get<uint16_t>(), du->get<uint16_t>(), act.get<uint16_t>(),
+                                   stream()));
+    GT_CUDA_OK(cudaStreamSynchronize(stream()));
+    const std::vector<uint16_t> act_h = act.download<uint16_t>();
+    QuantDesc d;
+    d.rows = c.rows, d.cols = c.cols, d.src_dtype = DType::kBF16, d.columnwise = true;
+    const int64_t srows = ceil_div(c.cols, kQuantBlock) * c.rows;
+    const int64_t scols = ceil_div(c.rows, kQuantBlock) * c.cols;
+    std::vector<uint8_t> q(static_cast<size_t>(n)), qt(static_cast<size_t>(n));
+    std::vector<float> sc(static_cast<size_t>(srows)), sct(static_cast<size_t>(scols));
+    REQUIRE_OK(quantize_1x128_cpu(d, act_h.data(), q.data(), sc.data(), qt.data(), sct.data()));
+    DevBuf dq(static_cast<size_t>(n)), ds(size_t(srows) * 4), dqt(static_cast<size_t>(n)),
+        dst(size_t(scols) * 4);
+    REQUIRE_OK(quantize_swiglu_1x128_cuda(d, dg->get(), du->get(), dq.get<uint8_t>(),
+                                          ds.get<float>(), dqt.get<uint8_t>(), dst.get<float>(),
+                                          stream()));
+    GT_CUDA_OK(cudaStreamSynchronize(stream()));
+    REQUIRE(bitwise_report("q", q, dq.download<uint8_t>(), c.cols).empty());
+    REQUIRE(bitwise_report("scale", sc, ds.download<float>(), c.rows).empty());
+    REQUIRE(bitwise_report("q_t", qt, dqt.download<uint8_t>(), c.rows).empty());
+    REQUIRE(bitwise_report("scale_t", sct, dst.download<float>(), c.cols).empty());
+  }
+  QuantDesc f32;
+  f32.rows = 128, f32.cols = 128, f32.src_dtype = DType::kF32;
+  DevBuf b(128 * 128 * 4);
+  REQUIRE(quantize_swiglu_1x128_cuda(f32, b.get(), b.get(), b.get<uint8_t>(), b.get<float>(),
+                                     nullptr, nullptr, stream())
+              .code() == absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("bias add is bitwise bf16(y + b); bias grad sums columns", "[model][bias]") {

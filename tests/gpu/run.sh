@@ -8,7 +8,9 @@
 # JSON go to $OUT; a short table comes last.
 #   RUN_TESTS=0 RUN_SANITIZER=0 RUN_XCHECK=0 RUN_PARITY=0 RUN_DCP=0 RUN_BENCH=0 RUN_ROLLOUT=0 RUN_DECODE=0 skip parts; BENCH_ARGS (bench_fp8, default "all"),
 #   MODEL_BENCH_ARGS (bench_model, default "all");
-#   RUN_NCU=1 profiles one launch (NCU_KERNEL regex, NCU_ONLY bench row) into ncu.log.
+#   RUN_NCU=1 profiles one launch (NCU_KERNEL regex, NCU_ONLY bench row) into ncu.log;
+#   RUN_PROFILE=1 times every kernel of one Qwen3-1.7B training step (PROFILE_LAYERS layers, BF16
+#   and FP8) under ncu and sums them by kernel (profile.log).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${BUNDLE:-.bundle}  # run(carry=[".bundle-NAME"], "BUNDLE=.bundle-NAME bash tests/gpu/run.sh") for another
@@ -81,6 +83,16 @@ if [ "${RUN_NCU:-0}" = 1 ]; then  # one launch of one tile kernel under Nsight C
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis $B/bin/bench_fp8 quant --only "${NCU_ONLY:-row+col}" \
     --iters 2 --warmup 0 --json /tmp/ncu_bench.json
+fi
+if [ "${RUN_PROFILE:-0}" = 1 ]; then  # one training step's kernels, summed by kernel
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  for p in bf16 fp8; do
+    step "ncu step $p" "$OUT/ncu_step_$p.log" timeout 300 "$NCU" --csv --profile-from-start off \
+      --clock-control none --metrics gpu__time_duration.sum --kernel-name-base function \
+      $B/bin/bench_model profile --only 1.7b --layers "${PROFILE_LAYERS:-4}" --precision $p
+  done
+  python3 tests/gpu/ncu_kernel_times.py "$OUT/ncu_step_bf16.log" "$OUT/ncu_step_fp8.log" \
+    --json "$OUT/profile.json" | tee "$OUT/profile.log"
 fi
 if [ "${RUN_BENCH:-1}" = 1 ]; then
   step "bench_fp8 ${BENCH_ARGS:-all}" "$OUT/bench.log" timeout 360 $B/bin/bench_fp8 ${BENCH_ARGS:-all} \
