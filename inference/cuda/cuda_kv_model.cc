@@ -45,9 +45,9 @@ CudaKvCacheData& cuda_cache(KvCache* cache, const std::shared_ptr<CudaKvModel::P
   return static_cast<CudaKvCacheData&>(*cache->data);
 }
 
-RmsNormDesc norm_desc(int64_t rows, int64_t dim, double eps, DType x) {
+RmsNormDesc norm_desc(int64_t rows, int64_t dim, double eps) {
   RmsNormDesc d;
-  d.rows = rows, d.dim = dim, d.eps = float(eps), d.x_dtype = x;
+  d.rows = rows, d.dim = dim, d.eps = float(eps);
   return d;
 }
 
@@ -368,9 +368,8 @@ absl::Status CudaKvModel::enqueue(const StepLayout& L, const StepBuffers& b) {
 
   FP8RL_RETURN_IF_ERROR(
       embedding_forward_cuda(L.T, rows, H, b.ints + L.tok(), params.embed, b.x, st));
-  FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps, DType::kF32), b.x, nullptr,
-                                             nullptr, params.layers[0].input_layernorm, b.xn,
-                                             b.rstd, st));
+  FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps), b.x, nullptr, nullptr,
+                                             params.layers[0].input_layernorm, b.xn, b.rstd, st));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const DeviceLayerParams& p = params.layers[size_t(l)];
     FP8RL_ASSIGN_OR_RETURN(LinearOperand in, operand(b.xn, H));
@@ -399,8 +398,8 @@ absl::Status CudaKvModel::enqueue(const StepLayout& L, const StepBuffers& b) {
     }
     FP8RL_ASSIGN_OR_RETURN(in, operand(b.attn, Q));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.o_proj, b.proj, DType::kF32, false, st));
-    FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps, DType::kF32), b.x, b.proj,
-                                               b.x, p.post_attention_layernorm, b.xn, b.rstd, st));
+    FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps), b.x, b.proj, b.x,
+                                               p.post_attention_layernorm, b.xn, b.rstd, st));
     FP8RL_ASSIGN_OR_RETURN(in, operand(b.xn, H));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.gate_proj, b.gate, DType::kBF16, false, st));
     FP8RL_RETURN_IF_ERROR(lin.forward(rows, in, p.up_proj, b.up, DType::kBF16, false, st));
@@ -410,8 +409,8 @@ absl::Status CudaKvModel::enqueue(const StepLayout& L, const StepBuffers& b) {
     // x += mlp, then the next layer's input norm (the final norm after the last layer).
     const float* w =
         l + 1 == c.num_hidden_layers ? params.norm : params.layers[size_t(l + 1)].input_layernorm;
-    FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(rows, H, eps, DType::kF32), b.x, b.proj,
-                                               b.x, w, b.xn, b.rstd, st));
+    FP8RL_RETURN_IF_ERROR(
+        rmsnorm_forward_cuda(norm_desc(rows, H, eps), b.x, b.proj, b.x, w, b.xn, b.rstd, st));
   }
 
   FP8RL_RETURN_IF_ERROR(gather_rows_cuda(L.S, H, b.ints + L.last(), b.xn, b.h, st));

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "model/cuda/elementwise_cuda.h"
+#include "model/cuda/rmsnorm_cuda.h"
 #include "model/cuda/rope_cuda.h"
 #include "quant/block_quant.h"
 
@@ -93,18 +94,23 @@ ActivationPlan ActivationPlan::carve(const PlanShape& s, ArenaCarver& a) {
     p.in_rows = rows_fp8(a, T, widest);
     p.dy_rows = rows_fp8(a, T, widest);
     p.dy_cols = cols_fp8(a, T, widest);
+    p.dy2_rows = rows_fp8(a, T, I);
+    p.dy2_cols = cols_fp8(a, T, I);
   } else {
     p.dy16 = a.take<uint16_t>(T * H);
   }
   p.dact = a.take<uint16_t>(T * I);
-  p.dgate = a.take<uint16_t>(T * I);
-  p.dup = a.take<uint16_t>(T * I);
+  if (!s.fp8) {
+    p.dgate = a.take<uint16_t>(T * I);
+    p.dup = a.take<uint16_t>(T * I);
+  }
   p.dattn = a.take<uint16_t>(T * Q);
   p.dq = a.take<uint16_t>(T * Q);
   p.dk = a.take<uint16_t>(T * KV);
   p.dv = a.take<uint16_t>(T * KV);
-  p.reduce = a.take<float>(std::max(column_reduce_scratch_floats(std::max({H, Q, s.head_dim})),
-                                    qk_norm_rope_backward_scratch_floats(s.head_dim)));
+  p.reduce = a.take<float>(std::max({column_reduce_scratch_floats(Q),  // bias gradients
+                                     rmsnorm_backward_scratch_floats(H),
+                                     qk_norm_rope_backward_scratch_floats(s.head_dim)}));
   p.attention_workspace = a.take_bytes(s.attention_workspace);
   p.head = TokenStatsScratch::carve({T, H, s.vocab, s.vocab_chunk}, a);
   return p;

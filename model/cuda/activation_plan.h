@@ -89,12 +89,14 @@ struct ActivationPlan {
   Fp8Buffer in_rows;        // FP8: rowwise copy of the current linear input [padded, max in]
 
   // Backward scratch.
-  float* dx = nullptr;         // [padded, hidden] gradient of the residual stream
-  float* dn = nullptr;         // [padded, hidden] gradient of a norm output (dgrad accumulator)
-  uint16_t* dy16 = nullptr;    // BF16: dx as a bf16 operand
-  Fp8Buffer dy_rows, dy_cols;  // FP8: the current dY, rowwise and columnwise
-  uint16_t *dact = nullptr, *dgate = nullptr, *dup = nullptr;  // [padded, inter]
-  uint16_t* dattn = nullptr;                                   // [padded, q]
+  float* dx = nullptr;           // [padded, hidden] gradient of the residual stream
+  float* dn = nullptr;           // [padded, hidden] gradient of a norm output (dgrad accumulator)
+  uint16_t* dy16 = nullptr;      // BF16: dx as a bf16 operand
+  Fp8Buffer dy_rows, dy_cols;    // FP8: the current dY, rowwise and columnwise
+  Fp8Buffer dy2_rows, dy2_cols;  // FP8: dup's copies while dgate's are in dy_rows / dy_cols
+  uint16_t* dact = nullptr;      // [padded, inter]
+  uint16_t *dgate = nullptr, *dup = nullptr;  // BF16: [padded, inter]
+  uint16_t* dattn = nullptr;                  // [padded, q]
   uint16_t *dq = nullptr, *dk = nullptr, *dv = nullptr;
   float* reduce = nullptr;  // column reductions (norm weight and bias gradients)
   void* attention_workspace = nullptr;

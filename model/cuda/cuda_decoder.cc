@@ -24,6 +24,17 @@ LinearOperand bf16_operand(const uint16_t* p) {
   return o;
 }
 
+// The FP8 copies of a gradient (rowwise for dgrad, columnwise for wgrad) as an operand.
+LinearOperand fp8_operand(const Fp8Buffer& rows, const Fp8Buffer& cols) {
+  LinearOperand o;
+  o.q = rows.q, o.scale = rows.scale;
+  o.q_t = cols.q, o.scale_t = cols.scale;
+  return o;
+}
+Fp8Copies fp8_copies(const Fp8Buffer& rows, const Fp8Buffer& cols) {
+  return {rows.q, rows.scale, cols.q, cols.scale};
+}
+
 __nv_bfloat16* nv(uint16_t* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
 const __nv_bfloat16* nv(const uint16_t* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
 
@@ -34,10 +45,9 @@ absl::Status copy_to_device(T* dst, const std::vector<T>& src, cudaStream_t stre
   return absl::OkStatus();
 }
 
-RmsNormDesc norm_desc(int64_t rows, int64_t dim, double eps, DType x, DType grad, bool acc) {
+RmsNormDesc norm_desc(int64_t rows, int64_t dim, double eps, bool acc) {
   RmsNormDesc d;
-  d.rows = rows, d.dim = dim, d.eps = float(eps);
-  d.x_dtype = x, d.grad_dtype = grad, d.accumulate_dx = acc;
+  d.rows = rows, d.dim = dim, d.eps = float(eps), d.accumulate_dx = acc;
   return d;
 }
 
@@ -49,8 +59,9 @@ absl::StatusOr<CudaDecoder> CudaDecoder::allocate(ModelConfig config,
   const int64_t hd = config.head_dim;
   FP8RL_REQUIRE(hd == 32 || hd == 64 || hd == 128, "CUDA decoder: head_dim ", hd,
                 " is not one the attention kernels run (32, 64, 128)");
-  FP8RL_REQUIRE(config.hidden_size % 2 == 0, "CUDA decoder: hidden_size ", config.hidden_size,
-                " must be even");
+  FP8RL_REQUIRE(config.hidden_size % 2 == 0 && config.hidden_size <= kRmsNormMaxDim,
+                "CUDA decoder: hidden_size ", config.hidden_size, " must be even and at most ",
+                kRmsNormMaxDim);
   FP8RL_REQUIRE(options.vocab_chunk > 0, "CUDA decoder: vocab_chunk must be positive");
   if (options.linear.precision == LinearPrecision::kFP8) {
     for (auto [name, v] :
@@ -221,10 +232,7 @@ absl::StatusOr<LinearOperand> CudaDecoder::grad_operand(DType dtype, const void*
   FP8RL_RETURN_IF_ERROR(lin_.quantize(QuantRole::kBwdGrad, rows, cols, dtype, dy, plan_.dy_rows.q,
                                       plan_.dy_rows.scale, plan_.dy_cols.q, plan_.dy_cols.scale,
                                       rt_->stream()));
-  LinearOperand o;
-  o.q = plan_.dy_rows.q, o.scale = plan_.dy_rows.scale;
-  o.q_t = plan_.dy_cols.q, o.scale_t = plan_.dy_cols.scale;
-  return o;
+  return fp8_operand(plan_.dy_rows, plan_.dy_cols);
 }
 
 absl::Status CudaDecoder::rotate_qk(int64_t l) {
@@ -261,9 +269,8 @@ absl::Status CudaDecoder::forward_layer(int64_t l) {
   FP8RL_ASSIGN_OR_RETURN(in, input_operand(a.attn, Q, a.attn_t));
   FP8RL_RETURN_IF_ERROR(lin_.forward(T, in, p.o_proj, plan_.proj, DType::kF32, false, s));
   uint16_t* xn2 = lin_.fp8() ? plan_.xn : a.xn2;
-  FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(T, H, eps, DType::kF32, DType::kF32, false),
-                                             a.x, plan_.proj, a.h, p.post_attention_layernorm, xn2,
-                                             a.rstd2, s));
+  FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(T, H, eps, false), a.x, plan_.proj, a.h,
+                                             p.post_attention_layernorm, xn2, a.rstd2, s));
 
   // MLP: x_next = h + down(silu(gate(xn2)) * up(xn2)), then the next norm on it.
   FP8RL_ASSIGN_OR_RETURN(in, input_operand(xn2, H, a.xn2_t));
@@ -286,8 +293,7 @@ absl::Status CudaDecoder::forward_layer(int64_t l) {
   const float* w = last ? params_.norm : params_.layers[size_t(l + 1)].input_layernorm;
   uint16_t* y = last ? plan_.hidden : (lin_.fp8() ? plan_.xn : next->xn1);
   float* rstd = last ? plan_.rstd_final : next->rstd1;
-  return rmsnorm_forward_cuda(norm_desc(T, H, eps, DType::kF32, DType::kF32, false), a.h,
-                              plan_.proj, x_next, w, y, rstd, s);
+  return rmsnorm_forward_cuda(norm_desc(T, H, eps, false), a.h, plan_.proj, x_next, w, y, rstd, s);
 }
 
 absl::StatusOr<CudaDecoderForward> CudaDecoder::forward(const PackedBatch& batch,
@@ -299,10 +305,9 @@ absl::StatusOr<CudaDecoderForward> CudaDecoder::forward(const PackedBatch& batch
   LayerActivations& first = plan_.layers[0];
   FP8RL_RETURN_IF_ERROR(
       embedding_forward_cuda(sh.tokens, T, H, plan_.tokens, params_.embed, first.x, s));
-  FP8RL_RETURN_IF_ERROR(
-      rmsnorm_forward_cuda(norm_desc(T, H, config_.rms_norm_eps, DType::kF32, DType::kF32, false),
-                           first.x, nullptr, nullptr, params_.layers[0].input_layernorm,
-                           lin_.fp8() ? plan_.xn : first.xn1, first.rstd1, s));
+  FP8RL_RETURN_IF_ERROR(rmsnorm_forward_cuda(norm_desc(T, H, config_.rms_norm_eps, false), first.x,
+                                             nullptr, nullptr, params_.layers[0].input_layernorm,
+                                             lin_.fp8() ? plan_.xn : first.xn1, first.rstd1, s));
   for (int64_t l = 0; l < int64_t(plan_.layers.size()); ++l) {
     FP8RL_RETURN_IF_ERROR(annotate(forward_layer(l), absl::StrCat("forward layer ", l)));
   }
@@ -346,22 +351,30 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
   const DeviceLayerParams& p = params_.layers[size_t(l)];
   const cudaStream_t s = rt_->stream();
   const double eps = config_.rms_norm_eps;
-  const RmsNormDesc residual_norm = norm_desc(T, H, eps, DType::kF32, DType::kF32, true);
+  const RmsNormDesc residual_norm = norm_desc(T, H, eps, true);
 
   // MLP. plan_.dx holds dL/d(layer output); the identity path keeps it, the norm adds into it.
   FP8RL_ASSIGN_OR_RETURN(LinearOperand dy, grad_operand(DType::kF32, plan_.dx, H));
   if (!lin_.fp8()) FP8RL_RETURN_IF_ERROR(swiglu_forward_cuda(T * I, a.gate, a.up, plan_.act, s));
   FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, p.down_proj, plan_.dact, DType::kBF16, false, s));
   FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, saved_operand(plan_.act, a.act_t), p.down_proj, s));
-  FP8RL_RETURN_IF_ERROR(
-      swiglu_backward_cuda(T * I, a.gate, a.up, plan_.dact, plan_.dgate, plan_.dup, s));
+  LinearOperand dgate, dup;
+  if (lin_.fp8()) {  // dgate and dup straight into their FP8 copies
+    FP8RL_RETURN_IF_ERROR(lin_.quantize_swiglu_backward(
+        T, I, a.gate, a.up, plan_.dact, fp8_copies(plan_.dy_rows, plan_.dy_cols),
+        fp8_copies(plan_.dy2_rows, plan_.dy2_cols), s));
+    dgate = fp8_operand(plan_.dy_rows, plan_.dy_cols);
+    dup = fp8_operand(plan_.dy2_rows, plan_.dy2_cols);
+  } else {
+    FP8RL_RETURN_IF_ERROR(
+        swiglu_backward_cuda(T * I, a.gate, a.up, plan_.dact, plan_.dgate, plan_.dup, s));
+    dgate = bf16_operand(plan_.dgate), dup = bf16_operand(plan_.dup);
+  }
   const LinearOperand xn2 = saved_operand(a.xn2, a.xn2_t);
-  FP8RL_ASSIGN_OR_RETURN(dy, grad_operand(DType::kBF16, plan_.dgate, I));
-  FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, p.gate_proj, plan_.dn, DType::kF32, false, s));
-  FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, xn2, p.gate_proj, s));
-  FP8RL_ASSIGN_OR_RETURN(dy, grad_operand(DType::kBF16, plan_.dup, I));
-  FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, p.up_proj, plan_.dn, DType::kF32, true, s));
-  FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, xn2, p.up_proj, s));
+  FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dgate, p.gate_proj, plan_.dn, DType::kF32, false, s));
+  FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dgate, xn2, p.gate_proj, s));
+  FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dup, p.up_proj, plan_.dn, DType::kF32, true, s));
+  FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dup, xn2, p.up_proj, s));
   FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(residual_norm, a.h, p.post_attention_layernorm,
                                               a.rstd2, plan_.dn, plan_.dx,
                                               p.g_post_attention_layernorm, plan_.reduce, s));
@@ -430,9 +443,9 @@ absl::Status CudaDecoder::backward(const CudaDecoderForward& fwd, std::span<cons
       head_gemm_, {T, H, sh.vocab, sh.vocab_chunk}, plan_.hidden, params_.head, plan_.targets,
       plan_.dlogprob, plan_.dentropy, plan_.lse, plan_.mean_logit, plan_.dn, params_.g_head,
       plan_.head, s));
-  FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(
-      norm_desc(T, H, config_.rms_norm_eps, DType::kF32, DType::kF32, false), plan_.x_final,
-      params_.norm, plan_.rstd_final, plan_.dn, plan_.dx, params_.g_norm, plan_.reduce, s));
+  FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(norm_desc(T, H, config_.rms_norm_eps, false),
+                                              plan_.x_final, params_.norm, plan_.rstd_final,
+                                              plan_.dn, plan_.dx, params_.g_norm, plan_.reduce, s));
   for (int64_t l = int64_t(plan_.layers.size()) - 1; l >= 0; --l) {
     FP8RL_RETURN_IF_ERROR(annotate(backward_layer(l), absl::StrCat("backward layer ", l)));
   }

@@ -7,14 +7,29 @@
 namespace fp8rl {
 namespace model_cuda {
 
-__global__ void column_reduce_finish(int64_t cols, int64_t chunks,
-                                     const float* __restrict__ partial, float* __restrict__ out) {
+__global__ void column_reduce_finish(int64_t cols, const float* __restrict__ partial,
+                                     float* __restrict__ out) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   float s = out[c];
-#pragma unroll 16  // the loads are independent: batch them (the adds keep their order)
-  for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
+  for (int64_t k = 0; k < kColumnReduceChunks; ++k) s += partial[k * cols + c];
   out[c] = s;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    sum_partials(int64_t n, const float* __restrict__ partial, float* __restrict__ out) {
+  __shared__ float acc[kThreads];
+  const float* row = partial + int64_t(blockIdx.x) * n;
+  float s = 0.f;
+  for (int64_t k = threadIdx.x; k < n; k += kThreads) s += row[k];
+  acc[threadIdx.x] = s;
+  __syncthreads();
+#pragma unroll
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) acc[threadIdx.x] += acc[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] += acc[0];
 }
 
 namespace {

@@ -71,9 +71,12 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// out[c] += partial[0][c] + partial[1][c] + ... + partial[chunks - 1][c], in that order.
-__global__ void column_reduce_finish(int64_t cols, int64_t chunks,
-                                     const float* __restrict__ partial, float* __restrict__ out);
+__global__ void column_reduce_finish(int64_t cols, const float* __restrict__ partial,
+                                     float* __restrict__ out);
+
+// out[c] += the sum of partial[c][0..n) in a fixed order (each thread a strided share, then a tree
+// over the threads): one CTA of kThreads per c. For kernels that leave one partial sum per CTA.
+__global__ void sum_partials(int64_t n, const float* __restrict__ partial, float* __restrict__ out);
 
 template <typename Term>
 cudaError_t column_reduce(int64_t rows, int64_t cols, Term term, float* partial, float* out,
@@ -81,8 +84,7 @@ cudaError_t column_reduce(int64_t rows, int64_t cols, Term term, float* partial,
   if (cols == 0) return cudaSuccess;
   const dim3 grid(unsigned((cols + 31) / 32), unsigned(kColumnReduceChunks));
   column_reduce_partial<<<grid, dim3(32, 8), 0, stream>>>(rows, cols, term, partial);
-  column_reduce_finish<<<grid_for(cols), kThreads, 0, stream>>>(cols, kColumnReduceChunks, partial,
-                                                                out);
+  column_reduce_finish<<<grid_for(cols), kThreads, 0, stream>>>(cols, partial, out);
   return cudaGetLastError();
 }
 

@@ -93,6 +93,17 @@ absl::Status LinearCuda::quantize_swiglu(QuantRole role, int64_t tokens, int64_t
   return quantize_swiglu_1x128_cuda(d, gate, up, q, scale, q_t, scale_t, stream);
 }
 
+absl::Status LinearCuda::quantize_swiglu_backward(int64_t tokens, int64_t cols,
+                                                  const uint16_t* gate, const uint16_t* up,
+                                                  const uint16_t* dact, const Fp8Copies& dgate,
+                                                  const Fp8Copies& dup, cudaStream_t stream) const {
+  QuantDesc d;
+  d.rows = tokens, d.cols = cols, d.src_dtype = DType::kBF16;
+  d.scale = scale_params_from_env(QuantRole::kBwdGrad);
+  d.rowwise = d.columnwise = true;
+  return quantize_swiglu_backward_1x128_cuda(d, gate, up, dact, dgate, dup, stream);
+}
+
 namespace {
 
 Bf16GemmDesc bf16_forward_desc(int64_t tokens, const DeviceLinear& w, DType y_dtype, bool acc) {

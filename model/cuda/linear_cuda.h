@@ -13,6 +13,7 @@
 #include "core/cuda/device_runtime.h"
 #include "model/cuda/device_arena.h"
 #include "model/ops/linear.h"
+#include "quant/cuda/block_quant_cuda.h"
 #include "quant/cuda/block_scaled_gemm.h"
 #include "quant/scale.h"
 
@@ -75,6 +76,14 @@ class LinearCuda {
   absl::Status quantize_swiglu(QuantRole role, int64_t tokens, int64_t cols, const uint16_t* gate,
                                const uint16_t* up, uint8_t* q, float* scale, uint8_t* q_t,
                                float* scale_t, cudaStream_t stream) const;
+
+  // The SwiGLU's backward into the rowwise and columnwise FP8 copies of dgate and dup (the
+  // kBwdGrad role), from bf16 gate, up and dact [tokens, cols]
+  // (quantize_swiglu_backward_1x128_cuda).
+  absl::Status quantize_swiglu_backward(int64_t tokens, int64_t cols, const uint16_t* gate,
+                                        const uint16_t* up, const uint16_t* dact,
+                                        const Fp8Copies& dgate, const Fp8Copies& dup,
+                                        cudaStream_t stream) const;
 
   // y [tokens, out] (+)= x . W^T, y of y_dtype (kBF16 or kF32).
   absl::Status forward(int64_t tokens, const LinearOperand& x, const DeviceLinear& w, void* y,

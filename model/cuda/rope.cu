@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kThreads)
       float s = 0.f;
 #pragma unroll
       for (int k = 0; k < kWarps; ++k) s += red[k][threadIdx.x];
-      partial[int64_t(blockIdx.x) * 2 * half + threadIdx.x] = s;
+      partial[threadIdx.x * int64_t(gridDim.x) + blockIdx.x] = s;  // [head_dim][blocks]
     }
   }
 }
@@ -180,8 +180,7 @@ absl::Status qk_norm_rope_backward_cuda(int64_t tokens, int64_t heads, int64_t h
   qk_norm_rope_backward_kernel<true><<<unsigned(kQkBackwardBlocks), kThreads, 0, stream>>>(
       rows, heads, head_dim / 2, raw, norm, rstd, cos, sin, positions, d, partial);
   FP8RL_CUDA_CHECK_LAUNCH();
-  column_reduce_finish<<<grid_for(head_dim), kThreads, 0, stream>>>(head_dim, kQkBackwardBlocks,
-                                                                    partial, dnorm);
+  sum_partials<<<unsigned(head_dim), kThreads, 0, stream>>>(kQkBackwardBlocks, partial, dnorm);
   FP8RL_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }

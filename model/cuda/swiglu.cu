@@ -9,7 +9,7 @@ namespace fp8rl {
 namespace model_cuda {
 namespace {
 
-using cuda_detail::sigmoid;
+using cuda_detail::swiglu_grads;
 using cuda_detail::swiglu_value;
 
 __global__ void swiglu_forward_kernel(int64_t pairs, const uint16_t* __restrict__ gate,
@@ -27,11 +27,9 @@ __global__ void swiglu_backward_kernel(int64_t pairs, const uint16_t* __restrict
   for (int64_t i = 2 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < 2 * pairs;
        i += 2 * int64_t(gridDim.x) * blockDim.x) {
     const float2 g = load_bf16x2(gate + i), u = load_bf16x2(up + i), da = load_bf16x2(dact + i);
-    const float sx = sigmoid(g.x), sy = sigmoid(g.y);
-    const float gx = da.x * u.x * sx * (1.f + g.x * (1.f - sx));
-    const float gy = da.y * u.y * sy * (1.f + g.y * (1.f - sy));
-    store_bf16x2(dup + i, da.x * g.x * sx, da.y * g.y * sy);
-    store_bf16x2(dgate + i, gx, gy);
+    const float2 x = swiglu_grads(g.x, u.x, da.x), y = swiglu_grads(g.y, u.y, da.y);
+    store_bf16x2(dup + i, x.y, y.y);
+    store_bf16x2(dgate + i, x.x, y.x);
   }
 }
 

@@ -173,7 +173,7 @@ TileArgs tile_args(const QuantDesc& d, const void* x) {
 
 // act = bf16(silu(gate) * up) from bf16 gate (x) and up (x2), then quantized as bf16 rows.
 struct LoadSwiGLU : LoadBF16 {
-  static constexpr bool kPair = true;
+  static constexpr int kSources = 2;
   __device__ LoadSwiGLU(const TileArgs& a, int64_t rt, int64_t ct) : LoadBF16(a, rt, ct) {}
   __device__ static uint4 combine(const uint4& gate, const uint4& up) {
     const uint32_t g[4] = {gate.x, gate.y, gate.z, gate.w}, u[4] = {up.x, up.y, up.z, up.w};
@@ -184,6 +184,30 @@ struct LoadSwiGLU : LoadBF16 {
           swiglu_value(__uint_as_float(g[i] << 16), __uint_as_float(u[i] << 16)),
           swiglu_value(__uint_as_float(g[i] & 0xffff0000u), __uint_as_float(u[i] & 0xffff0000u)));
     return make_uint4(o[0], o[1], o[2], o[3]);
+  }
+};
+
+// dgate and dup = the gradients of silu(gate) * up given dact, from bf16 gate (x), up (x2) and
+// dact (x3), rounded to bf16 and quantized as bf16 rows (dgate into q..., dup into q2...).
+struct LoadSwiGLUGrad : LoadBF16 {
+  static constexpr int kSources = 3, kOutputs = 2;
+  __device__ LoadSwiGLUGrad(const TileArgs& a, int64_t rt, int64_t ct) : LoadBF16(a, rt, ct) {}
+  __device__ static void combine(const uint4& gate, const uint4& up, const uint4& dact,
+                                 uint4* dgate, uint4* dup) {
+    const uint32_t g[4] = {gate.x, gate.y, gate.z, gate.w}, u[4] = {up.x, up.y, up.z, up.w};
+    const uint32_t d[4] = {dact.x, dact.y, dact.z, dact.w};
+    uint32_t og[4], ou[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 lo = swiglu_grads(__uint_as_float(g[i] << 16), __uint_as_float(u[i] << 16),
+                                     __uint_as_float(d[i] << 16));
+      const float2 hi =
+          swiglu_grads(__uint_as_float(g[i] & 0xffff0000u), __uint_as_float(u[i] & 0xffff0000u),
+                       __uint_as_float(d[i] & 0xffff0000u));
+      og[i] = bf16x2_bits(lo.x, hi.x), ou[i] = bf16x2_bits(lo.y, hi.y);
+    }
+    *dgate = make_uint4(og[0], og[1], og[2], og[3]);
+    *dup = make_uint4(ou[0], ou[1], ou[2], ou[3]);
   }
 };
 
@@ -209,30 +233,43 @@ struct BySourceDtype {
     return launch_by_src<kMode>(src, a, stream);
   }
 };
-struct SwiGLUPair {
+template <class L>
+struct Combined {
   template <int kMode>
   static cudaError_t launch(DType, const TileArgs& a, cudaStream_t stream) {
-    return launch_tile_quant<LoadSwiGLU, kMode>(a, stream);
+    return launch_tile_quant<L, kMode>(a, stream);
   }
 };
 
-// The rowwise and/or columnwise 1x128 copies of the source(s) in `a` (sources_aligned: each
-// 16-byte aligned).
-template <class Sources>
-absl::Status quantize_1x128_tiles(const QuantDesc& d, TileArgs a, bool sources_aligned, uint8_t* q,
-                                  float* scale_inv, uint8_t* q_t, float* scale_inv_t,
-                                  cudaStream_t stream) {
+// The copies desc asks for are there (and aligned as the vector path wants: *aligned).
+absl::Status check_copies(const QuantDesc& d, const Fp8Copies& c, bool* aligned) {
   if (d.rowwise) {
-    FP8RL_RETURN_IF_ERROR(require_ptr(q, "q", d));
-    FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv, "scale_inv", d, 4));
+    FP8RL_RETURN_IF_ERROR(require_ptr(c.q, "q", d));
+    FP8RL_RETURN_IF_ERROR(require_ptr(c.scale_inv, "scale_inv", d, 4));
   }
   if (d.columnwise) {
-    FP8RL_RETURN_IF_ERROR(require_ptr(q_t, "q_t", d));
-    FP8RL_RETURN_IF_ERROR(require_ptr(scale_inv_t, "scale_inv_t", d, 4));
+    FP8RL_RETURN_IF_ERROR(require_ptr(c.q_t, "q_t", d));
+    FP8RL_RETURN_IF_ERROR(require_ptr(c.scale_inv_t, "scale_inv_t", d, 4));
   }
-  a.q = q, a.s = scale_inv, a.qt = q_t, a.st = scale_inv_t;
-  a.vec_ok = sources_aligned && d.cols % 16 == 0 && (!d.rowwise || aligned16_host(q)) &&
-             (!d.columnwise || (aligned16_host(q_t) && d.rows % 16 == 0));
+  *aligned = *aligned && (!d.rowwise || aligned16_host(c.q)) &&
+             (!d.columnwise || (aligned16_host(c.q_t) && d.rows % 16 == 0));
+  return absl::OkStatus();
+}
+
+// The rowwise and/or columnwise 1x128 copies of the source(s) in `a` into `out` (and `out2` for
+// two-output loaders; sources_aligned: every source 16-byte aligned).
+template <class Sources>
+absl::Status quantize_1x128_tiles(const QuantDesc& d, TileArgs a, bool sources_aligned,
+                                  const Fp8Copies& out, const Fp8Copies* out2,
+                                  cudaStream_t stream) {
+  bool aligned = sources_aligned && d.cols % 16 == 0;
+  FP8RL_RETURN_IF_ERROR(check_copies(d, out, &aligned));
+  a.q = out.q, a.s = out.scale_inv, a.qt = out.q_t, a.st = out.scale_inv_t;
+  if (out2 != nullptr) {
+    FP8RL_RETURN_IF_ERROR(check_copies(d, *out2, &aligned));
+    a.q2 = out2->q, a.s2 = out2->scale_inv, a.qt2 = out2->q_t, a.st2 = out2->scale_inv_t;
+  }
+  a.vec_ok = aligned;
   cudaError_t err;
   if (d.rowwise && d.columnwise)
     err = Sources::template launch<kRow | kCol>(d.src_dtype, a, stream);
@@ -250,24 +287,56 @@ absl::Status quantize_1x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, 
   FP8RL_RETURN_IF_ERROR(d.validate());
   if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
   FP8RL_RETURN_IF_ERROR(require_ptr(x, "x", d, dtype_size(d.src_dtype)));
-  return quantize_1x128_tiles<BySourceDtype>(d, tile_args(d, x), aligned16_host(x), q, scale_inv,
-                                             q_t, scale_inv_t, stream);
+  return quantize_1x128_tiles<BySourceDtype>(d, tile_args(d, x), aligned16_host(x),
+                                             {q, scale_inv, q_t, scale_inv_t}, nullptr, stream);
 }
+
+namespace {
+
+// TileArgs over the bf16 sources of a combining loader (null past the last), checked.
+absl::StatusOr<TileArgs> combined_args(const char* op, const QuantDesc& d,
+                                       std::initializer_list<std::pair<const char*, const void*>> x,
+                                       bool* aligned) {
+  FP8RL_REQUIRE(d.src_dtype == DType::kBF16, op, ": the sources must be bfloat16, desc says ",
+                std::string(dtype_name(d.src_dtype)));
+  *aligned = true;
+  for (const auto& [name, p] : x) {
+    FP8RL_RETURN_IF_ERROR(require_ptr(p, name, d, 2));
+    *aligned = *aligned && aligned16_host(p);
+  }
+  const void* src[3] = {};
+  int i = 0;
+  for (const auto& [name, p] : x) src[i++] = p;
+  TileArgs a = tile_args(d, src[0]);
+  a.x2 = src[1], a.x3 = src[2];
+  return a;
+}
+
+}  // namespace
 
 absl::Status quantize_swiglu_1x128_cuda(const QuantDesc& d, const void* gate, const void* up,
                                         uint8_t* q, float* scale_inv, uint8_t* q_t,
                                         float* scale_inv_t, cudaStream_t stream) {
   FP8RL_RETURN_IF_ERROR(d.validate());
-  FP8RL_REQUIRE(d.src_dtype == DType::kBF16,
-                "quantize_swiglu_1x128_cuda: gate and up must be bfloat16, desc says ",
-                std::string(dtype_name(d.src_dtype)));
   if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
-  FP8RL_RETURN_IF_ERROR(require_ptr(gate, "gate", d, 2));
-  FP8RL_RETURN_IF_ERROR(require_ptr(up, "up", d, 2));
-  TileArgs a = tile_args(d, gate);
-  a.x2 = up;
-  return quantize_1x128_tiles<SwiGLUPair>(d, a, aligned16_host(gate) && aligned16_host(up), q,
-                                          scale_inv, q_t, scale_inv_t, stream);
+  bool aligned;
+  FP8RL_ASSIGN_OR_RETURN(TileArgs a, combined_args("quantize_swiglu_1x128_cuda", d,
+                                                   {{"gate", gate}, {"up", up}}, &aligned));
+  return quantize_1x128_tiles<Combined<LoadSwiGLU>>(d, a, aligned, {q, scale_inv, q_t, scale_inv_t},
+                                                    nullptr, stream);
+}
+
+absl::Status quantize_swiglu_backward_1x128_cuda(const QuantDesc& d, const void* gate,
+                                                 const void* up, const void* dact,
+                                                 const Fp8Copies& dgate, const Fp8Copies& dup,
+                                                 cudaStream_t stream) {
+  FP8RL_RETURN_IF_ERROR(d.validate());
+  if (d.rows == 0 || d.cols == 0) return absl::OkStatus();
+  bool aligned;
+  FP8RL_ASSIGN_OR_RETURN(TileArgs a,
+                         combined_args("quantize_swiglu_backward_1x128_cuda", d,
+                                       {{"gate", gate}, {"up", up}, {"dact", dact}}, &aligned));
+  return quantize_1x128_tiles<Combined<LoadSwiGLUGrad>>(d, a, aligned, dgate, &dup, stream);
 }
 
 absl::Status quantize_128x128_cuda(const QuantDesc& d, const void* x, uint8_t* q, float* scale_inv,

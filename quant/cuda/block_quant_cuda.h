@@ -21,6 +21,14 @@ namespace fp8rl {
 absl::Status quantize_1x128_cuda(const QuantDesc& desc, const void* x, uint8_t* q, float* scale_inv,
                                  uint8_t* q_t, float* scale_inv_t, cudaStream_t stream);
 
+// The 1x128 FP8 copies of one tensor (those desc does not ask for may be null).
+struct Fp8Copies {
+  uint8_t* q = nullptr;          // rowwise payload [rows, cols]
+  float* scale_inv = nullptr;    // [ceil(cols/128), rows]
+  uint8_t* q_t = nullptr;        // columnwise payload [cols, rows]
+  float* scale_inv_t = nullptr;  // [ceil(rows/128), cols]
+};
+
 // quantize_1x128_cuda of act = bf16(silu(gate) * up) for bf16 gate and up [rows, cols] (the
 // SwiGLU of the MLP, quant/cuda/swiglu_math.cuh), formed tile by tile on the way in: the same
 // bytes as writing act and quantizing it, without act's round trip through device memory.
@@ -28,6 +36,15 @@ absl::Status quantize_1x128_cuda(const QuantDesc& desc, const void* x, uint8_t* 
 absl::Status quantize_swiglu_1x128_cuda(const QuantDesc& desc, const void* gate, const void* up,
                                         uint8_t* q, float* scale_inv, uint8_t* q_t,
                                         float* scale_inv_t, cudaStream_t stream);
+
+// The backward of the SwiGLU, quantized: dgate and dup, the gradients of silu(gate) * up given
+// dact (bf16, [rows, cols] each), rounded to bf16 and quantized into their 1x128 copies as
+// quantize_1x128_cuda would quantize them (swiglu_backward_cuda's values), without their round
+// trip through device memory. desc.src_dtype must be kBF16.
+absl::Status quantize_swiglu_backward_1x128_cuda(const QuantDesc& desc, const void* gate,
+                                                 const void* up, const void* dact,
+                                                 const Fp8Copies& dgate, const Fp8Copies& dup,
+                                                 cudaStream_t stream);
 
 // 128x128 blocks; scale_inv rows are desc.block_scale_ld() floats apart (padding left untouched).
 absl::Status quantize_128x128_cuda(const QuantDesc& desc, const void* x, uint8_t* q,

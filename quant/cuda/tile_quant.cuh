@@ -23,12 +23,18 @@ enum TileMode : int { kRow = 1, kCol = 2, kBlock = 4 };
 struct TileArgs {
   const void* x = nullptr;
   int64_t rows = 0, cols = 0;
-  uint8_t* q = nullptr;          // kRow / kBlock payload [rows, cols]
-  float* s = nullptr;            // kRow: [col_tiles, rows]; kBlock: [row_tiles, s_ld]
-  uint8_t* qt = nullptr;         // kCol payload [cols, rows]
-  float* st = nullptr;           // kCol scales [row_tiles, cols]
-  int64_t s_ld = 0;              // kBlock scale row stride
-  const void* x2 = nullptr;      // pair loaders (kPair): the second source, laid out as x
+  uint8_t* q = nullptr;      // kRow / kBlock payload [rows, cols]
+  float* s = nullptr;        // kRow: [col_tiles, rows]; kBlock: [row_tiles, s_ld]
+  uint8_t* qt = nullptr;     // kCol payload [cols, rows]
+  float* st = nullptr;       // kCol scales [row_tiles, cols]
+  int64_t s_ld = 0;          // kBlock scale row stride
+  const void* x2 = nullptr;  // combining loaders (kSources > 1): more sources, laid out as x
+  const void* x3 = nullptr;
+  // Two-output loaders (kOutputs 2): the copies of the second output, as q, s, qt, st.
+  uint8_t* q2 = nullptr;
+  float* s2 = nullptr;
+  uint8_t* qt2 = nullptr;
+  float* st2 = nullptr;
   const float* src_s = nullptr;  // FP8 source: 128x128 scale_inv
   int64_t src_s_ld = 0;
   float amax_eps = 0.f;
@@ -45,12 +51,13 @@ struct TileArgs {
 //   elem(bits) (2- and 4-byte sources, columnwise pass): one element; col_fold/col_key: the
 //     amax of a column word over rows, per element of the word;
 //   identity(scale, nan_key): the requantized block is the source bytes (FP8 -> FP8 export).
-// A pair loader (kPair true, a 2-byte source) quantizes combine(x chunk, x2 chunk): both tiles are
-// staged (the second in the other stage, so one tile per CTA), combined in shared memory, then
-// read as the loader's own kind of chunk.
+// A combining loader (2-byte sources, kSources 2 or 3) stages the tiles of x, x2 (and x3) side by
+// side (one tile per CTA, no prefetch), then combine() turns the chunks at each position into the
+// chunk of the output tile (kOutputs 1: into x's place) or of two output tiles (kOutputs 2: into
+// x's and x2's places, quantized into q/s/qt/st and q2/s2/qt2/st2).
 
 struct LoadBase {
-  static constexpr bool kPair = false;
+  static constexpr int kSources = 1, kOutputs = 1;
   __device__ bool raw_ok() const { return true; }
   __device__ bool identity(float, bool) const { return false; }
 };
@@ -117,7 +124,7 @@ struct LoadF32AsBF16 : LoadBase {
 // block, so one scale serves the whole CTA.
 struct LoadFP8AsBF16 {
   static constexpr int kBytes = 1;
-  static constexpr bool kPair = false;
+  static constexpr int kSources = 1, kOutputs = 1;
   float s;
   __device__ LoadFP8AsBF16(const TileArgs& a, int64_t rt, int64_t ct)
       : s(a.src_s[rt * a.src_s_ld + ct]) {}
@@ -294,7 +301,8 @@ inline constexpr int kTileMinCtas = L::kBytes == 4   ? 1
                                                      : 4;
 // Shared memory: two stages of one 128x128 source tile.
 template <class L>
-inline constexpr size_t kTileSmem = 2 * size_t(kTile) * kTile* L::kBytes;
+inline constexpr size_t kTileSmem = size_t(L::kSources > 2 ? L::kSources : 2) *
+                                    size_t(kTile) * kTile* L::kBytes;
 
 // One tile from shared memory `st` (128 rows of CPR chunks, chunk cc of row r at
 // r * CPR + (cc ^ ((r >> 4) & 7))). kFull: the tile is inside the matrix and vec_ok holds.
@@ -483,25 +491,30 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
   };
   auto issue = [&](uint32_t tile, int stage) {
     issue_from(static_cast<const uint8_t*>(a.x), tile, stage);
-    if constexpr (L::kPair) issue_from(static_cast<const uint8_t*>(a.x2), tile, 1);
+    if constexpr (L::kSources > 1) issue_from(static_cast<const uint8_t*>(a.x2), tile, 1);
+    if constexpr (L::kSources > 2) issue_from(static_cast<const uint8_t*>(a.x3), tile, 2);
     cp_async_commit();
   };
 
   uint32_t tile = blockIdx.x;
   if (tile < tiles) issue(tile, 0);
   for (int stage = 0; tile < tiles; tile += gridDim.x, stage ^= 1) {
-    if (!L::kPair && tile + gridDim.x < tiles) {
+    if (L::kSources == 1 && tile + gridDim.x < tiles) {
       issue(tile + gridDim.x, stage ^ 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
-    __syncthreads();           // the stage's chunks (everyone's) have landed
-    if constexpr (L::kPair) {  // each thread combines the chunks it brought in
+    __syncthreads();                  // the stage's chunks (everyone's) have landed
+    if constexpr (L::kSources > 1) {  // each thread combines the chunks it brought in
 #pragma unroll
       for (int i = 0; i < NI; ++i) {
         const int row = i * RPI + rb, at = row * CPR + (cc ^ ((row >> 4) & 7));
-        smem[at] = L::combine(smem[at], smem[kStage + at]);
+        if constexpr (L::kSources == 2)
+          smem[at] = L::combine(smem[at], smem[kStage + at]);
+        else
+          L::combine(smem[at], smem[kStage + at], smem[2 * kStage + at], &smem[at],
+                     &smem[kStage + at]);
       }
       __syncthreads();
     }
@@ -513,13 +526,21 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
       tile_body<L, kMode, true>(a, load, st, red, r0, c0, rt, ct);
     else
       tile_body<L, kMode, false>(a, load, st, red, r0, c0, rt, ct);
+    if constexpr (L::kOutputs == 2) {  // the second output tile, from x2's place
+      TileArgs a2 = a;
+      a2.q = a.q2, a2.s = a.s2, a2.qt = a.qt2, a2.st = a.st2;
+      if (is_full(r0, c0))
+        tile_body<L, kMode, true>(a2, load, st + kStage, red, r0, c0, rt, ct);
+      else
+        tile_body<L, kMode, false>(a2, load, st + kStage, red, r0, c0, rt, ct);
+    }
     __syncthreads();  // done with this stage (and `red`) before the next issue refills it
   }
 }
 
 // Launches tile_quant_kernel<L, kMode> over every tile of a.rows x a.cols, as a persistent grid
 // (as many CTAs as fit on the device at once, never more than there are tiles) or one CTA per tile,
-// by quant_tuning().tile_policy (pair loaders: one CTA per tile).
+// by quant_tuning().tile_policy (combining loaders: one CTA per tile).
 template <class L, int kMode>
 cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
   const int64_t tiles = ((a.rows + kTile - 1) / kTile) * ((a.cols + kTile - 1) / kTile);
@@ -541,8 +562,8 @@ cudaError_t launch_tile_quant(const TileArgs& a, cudaStream_t stream) {
   // Measured (bench/NOTES.md): persistent wins for 4-byte sources (one 512-thread CTA per SM),
   // one tile per CTA for 1- and 2-byte sources (3-4 CTAs per SM already overlap their phases).
   const TilePolicy policy = quant_tuning().tile_policy.load(std::memory_order_relaxed);
-  const bool persistent = !L::kPair && (policy == TilePolicy::kPersistent ||
-                                        (policy == TilePolicy::kAuto && L::kBytes == 4));
+  const bool persistent = L::kSources == 1 && (policy == TilePolicy::kPersistent ||
+                                               (policy == TilePolicy::kAuto && L::kBytes == 4));
   const int64_t grid = persistent ? std::min<int64_t>(tiles, resident) : tiles;
   tile_quant_kernel<L, kMode><<<unsigned(grid), kThreads, smem, stream>>>(a);
   return cudaGetLastError();

@@ -96,19 +96,17 @@ TEST_CASE("embedding forward and scatter backward match the CPU bitwise", "[mode
 
 TEST_CASE("rmsnorm forward (fused residual add) and backward match the CPU op",
           "[model][rmsnorm]") {
-  // Residual stream rows (float32, hidden 1000: not a multiple of 64) and QK-norm rows (bf16).
+  // Residual stream rows (float32): dims not a multiple of 64 or of the backward's 512-column
+  // stride, up to the 8192 limit; more rows than the backward's 256 row runs; dx in place over dy.
   struct Case {
     int64_t rows, dim;
-    DType x, grad;
-    bool residual, accumulate;
+    bool residual, accumulate, in_place;
   };
-  for (const Case& c : {Case{37, 1000, DType::kF32, DType::kF32, true, true},
-                        Case{129, 64, DType::kF32, DType::kF32, false, false},
-                        Case{300, 128, DType::kBF16, DType::kBF16, false, false},
-                        Case{5, 32, DType::kBF16, DType::kBF16, false, false}}) {
-    INFO("rows=" << c.rows << " dim=" << c.dim << " x=" << dtype_name(c.x));
+  for (const Case& c : {Case{37, 1000, true, true, false}, Case{129, 64, false, false, true},
+                        Case{1000, 2048, true, true, false}, Case{300, 5120, false, false, false},
+                        Case{3, 8192, true, false, true}}) {
+    INFO("rows=" << c.rows << " dim=" << c.dim);
     const int64_t n = c.rows * c.dim;
-    const bool bf = c.x == DType::kBF16;
     const std::vector<float> a = bf16_exact(n, 11, 3.f), r = bf16_exact(n, 12),
                              dy = bf16_exact(n, 13);
     const std::vector<float> w = make_matrix(1, c.dim, 14, 0);
@@ -119,19 +117,18 @@ TEST_CASE("rmsnorm forward (fused residual add) and backward match the CPU op",
     rmsnorm_forward(c.rows, c.dim, 1e-6f, s.data(), w.data(), y_ref.data(), rstd_ref.data());
 
     RmsNormDesc d;
-    d.rows = c.rows, d.dim = c.dim, d.eps = 1e-6f, d.x_dtype = c.x, d.grad_dtype = c.grad;
-    d.accumulate_dx = c.accumulate;
-    auto dx_in = bf ? to_device(to_bf16(a)) : to_device(a);
-    auto dres = to_device(r), dw = to_device(w);
+    d.rows = c.rows, d.dim = c.dim, d.eps = 1e-6f, d.accumulate_dx = c.accumulate;
+    auto dx_in = to_device(a), dres = to_device(r), dw = to_device(w);
     DevBuf sum(size_t(n) * 4), y(size_t(n) * 2), rstd(size_t(c.rows) * 4);
-    REQUIRE_OK(rmsnorm_forward_cuda(d, dx_in->get(), c.residual ? dres->get<float>() : nullptr,
+    REQUIRE_OK(rmsnorm_forward_cuda(d, dx_in->get<float>(),
+                                    c.residual ? dres->get<float>() : nullptr,
                                     c.residual ? sum.get<float>() : nullptr, dw->get<float>(),
                                     y.get<uint16_t>(), rstd.get<float>(), stream()));
     if (c.residual) REQUIRE(bitwise_report("sum", s, download_f32(sum), c.dim).empty());
     REQUIRE_CLOSE(close_report("rstd", download_f32(rstd), rstd_ref, 1e-5, 0));
     REQUIRE_CLOSE(close_report("y", download_bf16(y), y_ref, 1.0 / 256, 1e-6));
 
-    // Backward from the forward's input s (float32 rows) or a (bf16 rows).
+    // Backward from the forward's input s.
     std::vector<float> dx_ref(static_cast<size_t>(n)), dw_ref = make_matrix(1, c.dim, 15, 0);
     const std::vector<float> dw0 = dw_ref;
     std::vector<float> dx0 =
@@ -139,21 +136,22 @@ TEST_CASE("rmsnorm forward (fused residual add) and backward match the CPU op",
     rmsnorm_backward(c.rows, c.dim, s.data(), w.data(), rstd_ref.data(), dy.data(), dx_ref.data(),
                      dw_ref.data());
     for (int64_t i = 0; i < n; ++i) dx_ref[i] += dx0[i];
-    auto dsrc = bf ? to_device(to_bf16(s)) : to_device(s);
-    auto ddy = c.grad == DType::kBF16 ? to_device(to_bf16(dy)) : to_device(dy);
-    auto ddx = to_device(dx0);
-    auto ddw = to_device(dw0);
+    auto dsrc = to_device(s), ddy = to_device(dy), ddx = to_device(dx0), ddw = to_device(dw0);
     auto drstd = to_device(rstd_ref);
-    DevBuf partial(size_t(column_reduce_scratch_floats(c.dim)) * 4);
-    void* dx_ptr = c.grad == DType::kBF16 ? ddy->get() : ddx->get();  // bf16: in place over dy
-    REQUIRE_OK(rmsnorm_backward_cuda(d, dsrc->get(), dw->get<float>(), drstd->get<float>(),
-                                     ddy->get(), dx_ptr, ddw->get<float>(), partial.get<float>(),
-                                     stream()));
-    const std::vector<float> got_dx =
-        c.grad == DType::kBF16 ? download_bf16(*ddy) : download_f32(*ddx);
-    REQUIRE_CLOSE(close_report("dx", got_dx, dx_ref, bf ? 1.0 / 256 : 1e-4, bf ? 1e-3 : 1e-5));
+    DevBuf partial(size_t(rmsnorm_backward_scratch_floats(c.dim)) * 4);
+    DevBuf& dx = c.in_place ? *ddy : *ddx;
+    REQUIRE_OK(rmsnorm_backward_cuda(d, dsrc->get<float>(), dw->get<float>(), drstd->get<float>(),
+                                     ddy->get<float>(), dx.get<float>(), ddw->get<float>(),
+                                     partial.get<float>(), stream()));
+    REQUIRE_CLOSE(close_report("dx", download_f32(dx), dx_ref, 1e-4, 1e-5));
     REQUIRE_CLOSE(close_report("dw", download_f32(*ddw), dw_ref, 1e-4, 1e-5));
   }
+  RmsNormDesc wide;
+  wide.rows = 1, wide.dim = kRmsNormMaxDim + 2;
+  DevBuf b(4);
+  REQUIRE(rmsnorm_forward_cuda(wide, b.get<float>(), nullptr, nullptr, b.get<float>(),
+                               b.get<uint16_t>(), b.get<float>(), stream())
+              .code() == absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("qk_norm_rope_cuda and its backward match rmsnorm + rope_apply", "[model][rope]") {
@@ -272,6 +270,57 @@ TEST_CASE("quantize_swiglu_1x128_cuda is swiglu_forward_cuda then the 1x128 quan
   REQUIRE(quantize_swiglu_1x128_cuda(f32, b.get(), b.get(), b.get<uint8_t>(), b.get<float>(),
                                      nullptr, nullptr, stream())
               .code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("quantize_swiglu_backward_1x128_cuda is swiglu_backward_cuda then the 1x128 quantization",
+          "[model][swiglu][fp8]") {
+  struct Case {
+    int64_t rows, cols;
+    bool specials;
+  };
+  for (const Case& c :
+       {Case{256, 384, false}, Case{200, 384, false}, Case{130, 70, false}, Case{128, 256, true}}) {
+    INFO("rows=" << c.rows << " cols=" << c.cols);
+    const int64_t n = c.rows * c.cols;
+    std::vector<uint16_t> g = to_bf16(bf16_exact(n, 61, 4.f)), u = to_bf16(bf16_exact(n, 62)),
+                          da = to_bf16(bf16_exact(n, 63, 1e-3f));
+    if (c.specials) g[17] = 0x7f80u, da[n - 3] = 0x7fc1u;  // +inf gate, NaN gradient
+    auto dg = to_device(g), du = to_device(u), dda = to_device(da);
+    DevBuf dgate(size_t(n) * 2), dup(size_t(n) * 2);
+    REQUIRE_OK(swiglu_backward_cuda(n, dg->get<uint16_t>(), du->get<uint16_t>(),
+                                    dda->get<uint16_t>(), dgate.get<uint16_t>(),
+                                    dup.get<uint16_t>(), stream()));
+    GT_CUDA_OK(cudaStreamSynchronize(stream()));
+    QuantDesc d;
+    d.rows = c.rows, d.cols = c.cols, d.src_dtype = DType::kBF16, d.columnwise = true;
+    const int64_t srows = ceil_div(c.cols, kQuantBlock) * c.rows;
+    const int64_t scols = ceil_div(c.rows, kQuantBlock) * c.cols;
+    struct Copies {
+      DevBuf q, s, qt, st;
+      Fp8Copies view() {
+        return {q.get<uint8_t>(), s.get<float>(), qt.get<uint8_t>(), st.get<float>()};
+      }
+    };
+    Copies out[2] = {{DevBuf(size_t(n)), DevBuf(size_t(srows) * 4), DevBuf(size_t(n)),
+                      DevBuf(size_t(scols) * 4)},
+                     {DevBuf(size_t(n)), DevBuf(size_t(srows) * 4), DevBuf(size_t(n)),
+                      DevBuf(size_t(scols) * 4)}};
+    REQUIRE_OK(quantize_swiglu_backward_1x128_cuda(d, dg->get(), du->get(), dda->get(),
+                                                   out[0].view(), out[1].view(), stream()));
+    GT_CUDA_OK(cudaStreamSynchronize(stream()));
+    const DevBuf* grads[2] = {&dgate, &dup};
+    for (int o = 0; o < 2; ++o) {
+      INFO((o == 0 ? "dgate" : "dup"));
+      const std::vector<uint16_t> ref = grads[o]->download<uint16_t>();
+      std::vector<uint8_t> q(static_cast<size_t>(n)), qt(static_cast<size_t>(n));
+      std::vector<float> sc(static_cast<size_t>(srows)), sct(static_cast<size_t>(scols));
+      REQUIRE_OK(quantize_1x128_cpu(d, ref.data(), q.data(), sc.data(), qt.data(), sct.data()));
+      REQUIRE(bitwise_report("q", q, out[o].q.download<uint8_t>(), c.cols).empty());
+      REQUIRE(bitwise_report("scale", sc, out[o].s.download<float>(), c.rows).empty());
+      REQUIRE(bitwise_report("q_t", qt, out[o].qt.download<uint8_t>(), c.rows).empty());
+      REQUIRE(bitwise_report("scale_t", sct, out[o].st.download<float>(), c.cols).empty());
+    }
+  }
 }
 
 TEST_CASE("bias add is bitwise bf16(y + b); bias grad sums columns", "[model][bias]") {
