@@ -294,19 +294,21 @@ __device__ __forceinline__ void cp_async_wait() {
 // Threads per CTA: 512 for 4-byte sources (8 chunks a thread), 256 otherwise (8 or 4 chunks).
 template <class L>
 inline constexpr int kTileThreads = L::kBytes == 4 ? 512 : 256;
-// CTAs per SM the register cap is set for (the shared-memory stages allow as many).
+// CTAs per SM the register cap is set for (the shared-memory stages allow as many: two for a
+// three-source loader's 96 KB).
 template <class L>
-inline constexpr int kTileMinCtas = L::kBytes == 4   ? 1
-                                    : L::kBytes == 2 ? 3
-                                                     : 4;
-// Shared memory: two stages of one 128x128 source tile.
+inline constexpr int kTileMinCtas = L::kBytes == 4     ? 1
+                                    : L::kSources == 3 ? 2
+                                    : L::kBytes == 2   ? 3
+                                                       : 4;
+// Shared memory: two stages of one 128x128 source tile, or the tiles of every source.
 template <class L>
 inline constexpr size_t kTileSmem = size_t(L::kSources > 2 ? L::kSources : 2) *
                                     size_t(kTile) * kTile* L::kBytes;
 
 // One tile from shared memory `st` (128 rows of CPR chunks, chunk cc of row r at
 // r * CPR + (cc ^ ((r >> 4) & 7))). kFull: the tile is inside the matrix and vec_ok holds.
-template <class L, int kMode, bool kFull>
+template <class L, int kMode, bool kFull, int kOut = 0>
 __device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, const uint4* st,
                                           uint32_t* red, int64_t r0, int64_t c0, int64_t rt,
                                           int64_t ct) {
@@ -317,6 +319,11 @@ __device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, cons
   constexpr int CPR = kTile / V;  // chunks per tile row (8, 16 or 32)
   static_assert(!(kMode & kCol) || kB >= 2, "columnwise needs a 2- or 4-byte source");
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  // The output the tile goes to: the first, or a two-output loader's second.
+  uint8_t* const out_q = kOut ? a.q2 : a.q;
+  float* const out_s = kOut ? a.s2 : a.s;
+  uint8_t* const out_qt = kOut ? a.qt2 : a.qt;
+  float* const out_st = kOut ? a.st2 : a.st;
   auto chunk = [&](int row, int cc) { return st[row * CPR + (cc ^ ((row >> 4) & 7))]; };
 
   if constexpr ((kMode & kRow) != 0) {
@@ -344,9 +351,9 @@ __device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, cons
         load.decode(ch[p], v, nan);
         uint32_t b[V / 4];
         quantize_run<V>(v, scale, b, nan);
-        store_row_bytes<V>(a.q, b, kFull, a.rows, a.cols, r, c0 + (c8 + 8 * p) * V);
+        store_row_bytes<V>(out_q, b, kFull, a.rows, a.cols, r, c0 + (c8 + 8 * p) * V);
       }
-      if (c8 == 0 && (kFull || r < a.rows)) a.s[ct * a.rows + r] = inv;
+      if (c8 == 0 && (kFull || r < a.rows)) out_s[ct * a.rows + r] = inv;
     }
   }
 
@@ -382,7 +389,7 @@ __device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, cons
       for (int i = 0; i < NI; ++i) {
         const uint4 c = chunk(i * RPI + rb, cc);
         const uint32_t b[4] = {c.x, c.y, c.z, c.w};
-        store_row_bytes<V>(a.q, b, kFull, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
+        store_row_bytes<V>(out_q, b, kFull, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
       }
     } else {
 #pragma unroll
@@ -391,10 +398,10 @@ __device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, cons
         load.decode(chunk(i * RPI + rb, cc), v, may_nan);
         uint32_t b[V / 4];
         quantize_run<V>(v, scale, b, may_nan);
-        store_row_bytes<V>(a.q, b, kFull, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
+        store_row_bytes<V>(out_q, b, kFull, a.rows, a.cols, r0 + i * RPI + rb, c0 + cc * V);
       }
     }
-    if (t == 0) a.s[rt * a.s_ld + ct] = inv;
+    if (t == 0) out_s[rt * a.s_ld + ct] = inv;
   }
 
   if constexpr ((kMode & kCol) != 0) {
@@ -429,13 +436,13 @@ __device__ __forceinline__ void tile_body(const TileArgs& a, const L& load, cons
         const int64_t c = c0 + w * EPW + e;
         const int64_t r = r0 + 16 * k;
         if (kFull) {
-          st_stream16(a.qt + c * a.rows + r, make_uint4(b[0], b[1], b[2], b[3]));
+          st_stream16(out_qt + c * a.rows + r, make_uint4(b[0], b[1], b[2], b[3]));
         } else if (c < a.cols) {
 #pragma unroll
           for (int rr = 0; rr < 16; ++rr)
-            if (r + rr < a.rows) a.qt[c * a.rows + r + rr] = uint8_t(b[rr / 4] >> (8 * (rr % 4)));
+            if (r + rr < a.rows) out_qt[c * a.rows + r + rr] = uint8_t(b[rr / 4] >> (8 * (rr % 4)));
         }
-        if (k == 0 && (kFull || c < a.cols)) a.st[rt * a.cols + c] = inv;
+        if (k == 0 && (kFull || c < a.cols)) out_st[rt * a.cols + c] = inv;
       }
     }
   }
@@ -527,12 +534,10 @@ __global__ void __launch_bounds__(kTileThreads<L>, kTileMinCtas<L>)
     else
       tile_body<L, kMode, false>(a, load, st, red, r0, c0, rt, ct);
     if constexpr (L::kOutputs == 2) {  // the second output tile, from x2's place
-      TileArgs a2 = a;
-      a2.q = a.q2, a2.s = a.s2, a2.qt = a.qt2, a2.st = a.st2;
       if (is_full(r0, c0))
-        tile_body<L, kMode, true>(a2, load, st + kStage, red, r0, c0, rt, ct);
+        tile_body<L, kMode, true, 1>(a, load, st + kStage, red, r0, c0, rt, ct);
       else
-        tile_body<L, kMode, false>(a2, load, st + kStage, red, r0, c0, rt, ct);
+        tile_body<L, kMode, false, 1>(a, load, st + kStage, red, r0, c0, rt, ct);
     }
     __syncthreads();  // done with this stage (and `red`) before the next issue refills it
   }

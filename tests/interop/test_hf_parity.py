@@ -5,9 +5,11 @@ logits and parameter gradients of sum(log p(next token)) are compared with trans
 CPU decoder in fp32: logits and every gradient within 1e-4 (relative), weights ~ N(0, 0.2).
 CUDA decoder in BF16 (bf16 GEMM operands and activations; head_dim 32, what its attention kernels
 take), weights ~ N(0, 0.02) as transformers initialises them: logits and the gradient of all
-parameters taken as one vector within 1e-2, every single gradient within 5e-2. Per-tensor 1e-2 is
-below what BF16 can reach here: a CPU emulation that rounds only the GEMM operands to bf16 already
-misses some small gradients (k_proj bias, q/k norm weights) by 1-2%.
+parameters taken as one vector within 1e-2 of transformers' fp32; every single gradient within
+1e-2, or within 1.5x the error transformers itself makes in BF16 on that tensor (the same model in
+bf16 on the GPU, against its fp32 self), where that is larger: per-tensor 1e-2 is below what BF16
+reaches on some small or attention-side gradients (q/k norm weights, q/k projections, k_proj bias:
+transformers' own BF16 misses them by 1.1-2.4%, fp8rl's by 0.9-1.7%, H100 run of session 4).
 Skips where torch or transformers are absent (CI); the CUDA cases also without a CUDA device."""
 import os
 import subprocess
@@ -20,8 +22,7 @@ transformers = pytest.importorskip("transformers")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 TOL = 1e-4
-CUDA_BF16_TOL = 1e-2  # logits, all gradients as one vector
-CUDA_BF16_TENSOR_TOL = 5e-2  # each gradient
+CUDA_BF16_TOL = 1e-2  # logits, all gradients as one vector, each gradient (or 1.5x HF's own BF16)
 SEQS = [[5, 17, 3, 88, 42, 9, 61, 0, 33], [71, 2, 96, 14, 50]]
 
 
@@ -74,6 +75,21 @@ def reference(model):
     return np.concatenate(logits), {n: p.grad.numpy() for n, p in model.named_parameters()}
 
 
+def reference_bf16_cuda(model):
+    """reference() of a bf16 copy of `model` on the GPU (log-softmax of the upcast logits, as
+    training code does): what transformers itself computes in BF16."""
+    import copy
+    m = copy.deepcopy(model).to(device="cuda", dtype=torch.bfloat16)
+    m.zero_grad()
+    loss = 0.0
+    for seq in SEQS:
+        ids = torch.tensor([seq], device="cuda")
+        out = m(input_ids=ids).logits[0].float()
+        loss = loss + torch.log_softmax(out, dim=-1)[:-1].gather(1, ids[0, 1:, None]).sum()
+    loss.backward()
+    return {n: p.grad.float().cpu().numpy() for n, p in m.named_parameters()}
+
+
 def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
@@ -92,7 +108,7 @@ def run_probe(probe, tmp_path, model, *extra):
 
 
 def check_against_reference(got, model, tol, tensor_tol=None):
-    """Logits and the global gradient within `tol`, each gradient within `tensor_tol` (default
+    """Logits and the global gradient within `tol`, each gradient n within tensor_tol[n] (default
     `tol`)."""
     ref_logits, ref_grads = reference(model)
     assert got["logits"].shape == ref_logits.shape
@@ -107,7 +123,8 @@ def check_against_reference(got, model, tol, tensor_tol=None):
     print(f"logits rel {logit_err:.3e}; all gradients rel {global_err:.3e}; worst {worst}")
     assert logit_err <= tol
     assert global_err <= tol
-    assert max(errors.values()) <= (tensor_tol or tol), worst
+    over = {n: e for n, e in errors.items() if not e <= (tensor_tol or {}).get(n, tol)}
+    assert not over, over
 
 
 @pytest.mark.parametrize("kind,tied", [("qwen3", False), ("qwen3", True), ("qwen2", False)])
@@ -122,4 +139,11 @@ def test_cuda_bf16_logits_and_gradients_match_transformers(tmp_path, probe, kind
     # head_dim 32: Qwen3 sets it, Qwen2 derives it from hidden / heads.
     model = make_model(kind, tied, hidden=64 if kind == "qwen3" else 128, head_dim=32, init=0.02)
     got = run_probe(probe, tmp_path, model, "--device", "cuda", "--precision", "bf16")
-    check_against_reference(got, model, CUDA_BF16_TOL, CUDA_BF16_TENSOR_TOL)
+    _, ref = reference(model)
+    hf16 = {n: rel(g, ref[n]) for n, g in reference_bf16_cuda(model).items()}
+    ours = {k[len("grad."):]: v for k, v in got.items() if k.startswith("grad.")}
+    print("worst per-tensor gradient errors vs transformers fp32: fp8rl bf16 / transformers bf16")
+    for e, n in sorted(((rel(ours[n], ref[n]), n) for n in ref), reverse=True)[:6]:
+        print(f"  {n:45s} {e:.3e} / {hf16[n]:.3e}")
+    check_against_reference(got, model, CUDA_BF16_TOL,
+                            {n: max(CUDA_BF16_TOL, 1.5 * e) for n, e in hf16.items()})
