@@ -91,7 +91,7 @@ struct ActivationPlan {
   // Backward scratch.
   float* dx = nullptr;           // [padded, hidden] gradient of the residual stream
   float* dn = nullptr;           // [padded, hidden] gradient of a norm output (dgrad accumulator)
-  uint16_t* dy16 = nullptr;      // BF16: dx as a bf16 operand
+  uint16_t* dy16 = nullptr;      // BF16: dx as a bf16 operand (written by the norm backward)
   Fp8Buffer dy_rows, dy_cols;    // FP8: the current dY, rowwise and columnwise
   Fp8Buffer dy2_rows, dy2_cols;  // FP8: dup's copies while dgate's are in dy_rows / dy_cols
   uint16_t* dact = nullptr;      // [padded, inter]

@@ -221,18 +221,26 @@ LinearOperand CudaDecoder::saved_operand(const uint16_t* x, const Fp8Buffer& sav
   return o;
 }
 
-absl::StatusOr<LinearOperand> CudaDecoder::grad_operand(DType dtype, const void* dy, int64_t cols) {
-  const int64_t rows = plan_.shape.padded;
-  if (!lin_.fp8()) {
-    if (dtype == DType::kBF16) return bf16_operand(static_cast<const uint16_t*>(dy));
-    FP8RL_RETURN_IF_ERROR(cast_f32_to_bf16_cuda(rows * cols, static_cast<const float*>(dy),
-                                                plan_.dy16, rt_->stream()));
-    return bf16_operand(plan_.dy16);
-  }
-  FP8RL_RETURN_IF_ERROR(lin_.quantize(QuantRole::kBwdGrad, rows, cols, dtype, dy, plan_.dy_rows.q,
-                                      plan_.dy_rows.scale, plan_.dy_cols.q, plan_.dy_cols.scale,
-                                      rt_->stream()));
+absl::StatusOr<LinearOperand> CudaDecoder::grad_operand(const uint16_t* dy, int64_t cols) {
+  if (!lin_.fp8()) return bf16_operand(dy);
+  FP8RL_RETURN_IF_ERROR(lin_.quantize(QuantRole::kBwdGrad, plan_.shape.padded, cols, DType::kBF16,
+                                      dy, plan_.dy_rows.q, plan_.dy_rows.scale, plan_.dy_cols.q,
+                                      plan_.dy_cols.scale, rt_->stream()));
   return fp8_operand(plan_.dy_rows, plan_.dy_cols);
+}
+
+absl::StatusOr<LinearOperand> CudaDecoder::residual_grad_operand() {
+  if (!lin_.fp8()) return bf16_operand(plan_.dy16);
+  FP8RL_RETURN_IF_ERROR(lin_.quantize(QuantRole::kBwdGrad, plan_.shape.padded, plan_.shape.hidden,
+                                      DType::kF32, plan_.dx, plan_.dy_rows.q, plan_.dy_rows.scale,
+                                      plan_.dy_cols.q, plan_.dy_cols.scale, rt_->stream()));
+  return fp8_operand(plan_.dy_rows, plan_.dy_cols);
+}
+
+absl::Status CudaDecoder::residual_norm_backward(const RmsNormDesc& d, const float* x,
+                                                 const float* w, const float* rstd, float* dw) {
+  return rmsnorm_backward_cuda(d, x, w, rstd, plan_.dn, plan_.dx, lin_.fp8() ? nullptr : plan_.dy16,
+                               dw, plan_.reduce, rt_->stream());
 }
 
 absl::Status CudaDecoder::rotate_qk(int64_t l) {
@@ -354,7 +362,7 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
   const RmsNormDesc residual_norm = norm_desc(T, H, eps, true);
 
   // MLP. plan_.dx holds dL/d(layer output); the identity path keeps it, the norm adds into it.
-  FP8RL_ASSIGN_OR_RETURN(LinearOperand dy, grad_operand(DType::kF32, plan_.dx, H));
+  FP8RL_ASSIGN_OR_RETURN(LinearOperand dy, residual_grad_operand());
   if (!lin_.fp8()) FP8RL_RETURN_IF_ERROR(swiglu_forward_cuda(T * I, a.gate, a.up, plan_.act, s));
   FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, p.down_proj, plan_.dact, DType::kBF16, false, s));
   FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, saved_operand(plan_.act, a.act_t), p.down_proj, s));
@@ -375,12 +383,11 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
   FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dgate, xn2, p.gate_proj, s));
   FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dup, p.up_proj, plan_.dn, DType::kF32, true, s));
   FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dup, xn2, p.up_proj, s));
-  FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(residual_norm, a.h, p.post_attention_layernorm,
-                                              a.rstd2, plan_.dn, plan_.dx,
-                                              p.g_post_attention_layernorm, plan_.reduce, s));
+  FP8RL_RETURN_IF_ERROR(residual_norm_backward(residual_norm, a.h, p.post_attention_layernorm,
+                                               a.rstd2, p.g_post_attention_layernorm));
 
   // Attention.
-  FP8RL_ASSIGN_OR_RETURN(dy, grad_operand(DType::kF32, plan_.dx, H));
+  FP8RL_ASSIGN_OR_RETURN(dy, residual_grad_operand());
   FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, p.o_proj, plan_.dattn, DType::kBF16, false, s));
   FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, saved_operand(a.attn, a.attn_t), p.o_proj, s));
   FP8RL_RETURN_IF_ERROR(cuda::attention_backward(
@@ -412,13 +419,13 @@ absl::Status CudaDecoder::backward_layer(int64_t l) {
   bool first = true;
   for (const Proj& pr : {Proj{plan_.dq, Q, &p.q_proj}, Proj{plan_.dk, KV, &p.k_proj},
                          Proj{plan_.dv, KV, &p.v_proj}}) {
-    FP8RL_ASSIGN_OR_RETURN(dy, grad_operand(DType::kBF16, pr.grad, pr.cols));
+    FP8RL_ASSIGN_OR_RETURN(dy, grad_operand(pr.grad, pr.cols));
     FP8RL_RETURN_IF_ERROR(lin_.dgrad(T, dy, *pr.w, plan_.dn, DType::kF32, !first, s));
     FP8RL_RETURN_IF_ERROR(lin_.wgrad(T, dy, xn1, *pr.w, s));
     first = false;
   }
-  return rmsnorm_backward_cuda(residual_norm, a.x, p.input_layernorm, a.rstd1, plan_.dn, plan_.dx,
-                               p.g_input_layernorm, plan_.reduce, s);
+  return residual_norm_backward(residual_norm, a.x, p.input_layernorm, a.rstd1,
+                                p.g_input_layernorm);
 }
 
 absl::Status CudaDecoder::backward(const CudaDecoderForward& fwd, std::span<const float> dlogprob,
@@ -443,9 +450,9 @@ absl::Status CudaDecoder::backward(const CudaDecoderForward& fwd, std::span<cons
       head_gemm_, {T, H, sh.vocab, sh.vocab_chunk}, plan_.hidden, params_.head, plan_.targets,
       plan_.dlogprob, plan_.dentropy, plan_.lse, plan_.mean_logit, plan_.dn, params_.g_head,
       plan_.head, s));
-  FP8RL_RETURN_IF_ERROR(rmsnorm_backward_cuda(norm_desc(T, H, config_.rms_norm_eps, false),
-                                              plan_.x_final, params_.norm, plan_.rstd_final,
-                                              plan_.dn, plan_.dx, params_.g_norm, plan_.reduce, s));
+  FP8RL_RETURN_IF_ERROR(residual_norm_backward(norm_desc(T, H, config_.rms_norm_eps, false),
+                                               plan_.x_final, params_.norm, plan_.rstd_final,
+                                               params_.g_norm));
   for (int64_t l = int64_t(plan_.layers.size()) - 1; l >= 0; --l) {
     FP8RL_RETURN_IF_ERROR(annotate(backward_layer(l), absl::StrCat("backward layer ", l)));
   }

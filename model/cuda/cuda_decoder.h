@@ -24,6 +24,7 @@
 #include "model/cuda/activation_plan.h"
 #include "model/cuda/device_params.h"
 #include "model/cuda/linear_cuda.h"
+#include "model/cuda/rmsnorm_cuda.h"
 #include "model/decoder.h"
 #include "model/ops/attention.h"
 
@@ -137,8 +138,15 @@ class CudaDecoder {
                                               const Fp8Buffer& saved_t);
   // A saved linear input as wgrad multiplies it.
   LinearOperand saved_operand(const uint16_t* x, const Fp8Buffer& saved_t) const;
-  // dY [padded, cols] (float32 or bf16) as dgrad and wgrad multiply it.
-  absl::StatusOr<LinearOperand> grad_operand(DType dtype, const void* dy, int64_t cols);
+  // dY [padded, cols] bf16 as dgrad and wgrad multiply it.
+  absl::StatusOr<LinearOperand> grad_operand(const uint16_t* dy, int64_t cols);
+  // plan_.dx (dL/d residual stream, float32 [padded, hidden]) as dgrad and wgrad multiply it:
+  // the bf16 copy residual_norm_backward left in plan_.dy16, or its FP8 copies.
+  absl::StatusOr<LinearOperand> residual_grad_operand();
+  // plan_.dx (+)= the backward of RMSNorm d of x given plan_.dn, dw += its weight gradient; in
+  // BF16 also the bf16 copy of dx that residual_grad_operand() hands to the next GEMMs.
+  absl::Status residual_norm_backward(const RmsNormDesc& d, const float* x, const float* w,
+                                      const float* rstd, float* dw);
   // q and k of layer l after QK-norm and RoPE, into its activations' q and k.
   absl::Status rotate_qk(int64_t l);
   absl::Status forward_layer(int64_t l);

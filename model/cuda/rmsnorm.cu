@@ -56,7 +56,8 @@ template <bool kAccumulate, int kPairs>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_backward_kernel(int64_t rows, int64_t dim, const float* __restrict__ x,
                             const float* __restrict__ w, const float* __restrict__ rstd,
-                            const float* dy, float* dx, float* __restrict__ partial) {
+                            const float* dy, float* dx, uint16_t* __restrict__ dx16,
+                            float* __restrict__ partial) {
   __shared__ float red[kWarpsPerBlock];
   const int t = threadIdx.x, lane = t % 32, warp = t / 32;
   const int64_t per = (rows + gridDim.x - 1) / gridDim.x;
@@ -100,6 +101,7 @@ __global__ void __launch_bounds__(kThreads)
         a += old.x, b += old.y;
       }
       store2(dx + base + c, a, b);
+      if (dx16 != nullptr) store_bf16x2(dx16 + base + c, a, b);
       acc[j].x += g[j].x * v[j].x, acc[j].y += g[j].y * v[j].y;
     }
   }
@@ -114,24 +116,25 @@ __global__ void __launch_bounds__(kThreads)
 
 template <bool kAccumulate>
 cudaError_t backward(const RmsNormDesc& d, const float* x, const float* w, const float* rstd,
-                     const float* dy, float* dx, float* dw, float* partial, cudaStream_t stream) {
+                     const float* dy, float* dx, uint16_t* dx16, float* dw, float* partial,
+                     cudaStream_t stream) {
   const int64_t pairs = (d.dim + 2 * kThreads - 1) / (2 * kThreads);
   const unsigned grid = unsigned(kBackwardBlocks), block = kThreads;
   if (pairs <= 1)
     rmsnorm_backward_kernel<kAccumulate, 1>
-        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, partial);
+        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, dx16, partial);
   else if (pairs <= 2)
     rmsnorm_backward_kernel<kAccumulate, 2>
-        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, partial);
+        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, dx16, partial);
   else if (pairs <= 4)
     rmsnorm_backward_kernel<kAccumulate, 4>
-        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, partial);
+        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, dx16, partial);
   else if (pairs <= 8)
     rmsnorm_backward_kernel<kAccumulate, 8>
-        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, partial);
+        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, dx16, partial);
   else
     rmsnorm_backward_kernel<kAccumulate, 16>
-        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, partial);
+        <<<grid, block, 0, stream>>>(d.rows, d.dim, x, w, rstd, dy, dx, dx16, partial);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   sum_partials<<<unsigned(d.dim), kThreads, 0, stream>>>(kBackwardBlocks, partial, dw);
@@ -177,12 +180,13 @@ absl::Status rmsnorm_forward_cuda(const RmsNormDesc& d, const float* x, const fl
 }
 
 absl::Status rmsnorm_backward_cuda(const RmsNormDesc& d, const float* x, const float* w,
-                                   const float* rstd, const float* dy, float* dx, float* dw,
-                                   float* partial, cudaStream_t stream) {
+                                   const float* rstd, const float* dy, float* dx, uint16_t* dx16,
+                                   float* dw, float* partial, cudaStream_t stream) {
   FP8RL_RETURN_IF_ERROR(d.validate());
   if (d.rows == 0) return absl::OkStatus();
-  FP8RL_CUDA_CHECK(d.accumulate_dx ? backward<true>(d, x, w, rstd, dy, dx, dw, partial, stream)
-                                   : backward<false>(d, x, w, rstd, dy, dx, dw, partial, stream));
+  FP8RL_CUDA_CHECK(d.accumulate_dx
+                       ? backward<true>(d, x, w, rstd, dy, dx, dx16, dw, partial, stream)
+                       : backward<false>(d, x, w, rstd, dy, dx, dx16, dw, partial, stream));
   return absl::OkStatus();
 }
 

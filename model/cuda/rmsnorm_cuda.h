@@ -35,11 +35,11 @@ absl::Status rmsnorm_forward_cuda(const RmsNormDesc& d, const float* x, const fl
 // Given dy [rows, dim] float32 and the forward's x and rstd: dx = rstd * (dy*w - x * rstd *
 // mean(dy*w*x*rstd)), overwritten or accumulated into (accumulate_dx); dw [dim] += the sum over
 // rows of dy * x * rstd, in a fixed order (a fixed split of the rows, then a fixed tree).
-// dx may alias dy when not accumulating. `partial` holds rmsnorm_backward_scratch_floats(dim)
-// floats.
+// dx may alias dy when not accumulating. dx16 (may be null): bf16(dx) as well, the operand a
+// BF16 GEMM takes next. `partial` holds rmsnorm_backward_scratch_floats(dim) floats.
 absl::Status rmsnorm_backward_cuda(const RmsNormDesc& d, const float* x, const float* w,
-                                   const float* rstd, const float* dy, float* dx, float* dw,
-                                   float* partial, cudaStream_t stream);
+                                   const float* rstd, const float* dy, float* dx, uint16_t* dx16,
+                                   float* dw, float* partial, cudaStream_t stream);
 int64_t rmsnorm_backward_scratch_floats(int64_t dim);
 
 }  // namespace fp8rl

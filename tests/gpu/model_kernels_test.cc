@@ -140,10 +140,15 @@ TEST_CASE("rmsnorm forward (fused residual add) and backward match the CPU op",
     auto drstd = to_device(rstd_ref);
     DevBuf partial(size_t(rmsnorm_backward_scratch_floats(c.dim)) * 4);
     DevBuf& dx = c.in_place ? *ddy : *ddx;
+    DevBuf dx16(size_t(n) * 2);  // the bf16 copy of dx, in every case but the in-place ones
     REQUIRE_OK(rmsnorm_backward_cuda(d, dsrc->get<float>(), dw->get<float>(), drstd->get<float>(),
-                                     ddy->get<float>(), dx.get<float>(), ddw->get<float>(),
+                                     ddy->get<float>(), dx.get<float>(),
+                                     c.in_place ? nullptr : dx16.get<uint16_t>(), ddw->get<float>(),
                                      partial.get<float>(), stream()));
-    REQUIRE_CLOSE(close_report("dx", download_f32(dx), dx_ref, 1e-4, 1e-5));
+    const std::vector<float> got_dx = download_f32(dx);
+    REQUIRE_CLOSE(close_report("dx", got_dx, dx_ref, 1e-4, 1e-5));
+    if (!c.in_place)
+      REQUIRE(bitwise_report("dx16", to_bf16(got_dx), dx16.download<uint16_t>(), c.dim).empty());
     REQUIRE_CLOSE(close_report("dw", download_f32(*ddw), dw_ref, 1e-4, 1e-5));
   }
   RmsNormDesc wide;
