@@ -178,6 +178,15 @@ __device__ __forceinline__ float int4_scale(uint32_t amax_key_bits) {
   if (s < kInt4MinScale) s = kInt4MinScale;
   return bf16_bits_to_f32(f32_to_bf16_bits(s));
 }
+// int4_scale of a finite amax that is a bf16 value (every kBF16Values loader's key): amax * RN(1/7)
+// rounds to the same bf16 as amax / 7 for every finite bf16 amax (all 32,640 are checked against
+// the CPU by tests/gpu/quant_kernels_test.cc), so neither the division nor the NaN rule is needed.
+__device__ __forceinline__ float int4_scale_bf16(uint32_t amax_key_bits) {
+  const float s =
+      fmaxf(__fmul_rn(amax_value(amax_key_bits), 1.0f / float(kInt4QMax)), kInt4MinScale);
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+}
 // int4_level: rne(clamp(x / scale, -7, 7)); NaN stays NaN with the CPU's bits.
 __device__ __forceinline__ float int4_level(float x, float scale) {
   float v = div_x86(x, scale);
@@ -233,6 +242,15 @@ __device__ __forceinline__ float int4_code_bf16(float x, float scale, float rcp,
   const float v0 = __fmul_rn(x, rcp);
   const float rem = __fmaf_rn(-v0, scale, x);
   return __fadd_rn(__fmaf_rn(rem, rcp, v0), magic);
+}
+// The same for an e4m3 value x of a group of e4m3 values under one power-of-2 block scale k, by
+// one FMA: `rcp` = RN(1 / S) * k, S = int4_scale_bf16 of the group's amax (an e4m3 value times
+// k). S depends on the e4m3 amax and k alone, so the cases are few enough to check them all:
+// tests/gpu/quant_kernels_test.cc compares every e4m3 group under every power-of-2 k in [2^-70,
+// 2^70] with the CPU. Only for that S: a group spanning blocks of different scales needs
+// int4_code_bf16 (an S from other values breaks it).
+__device__ __forceinline__ float int4_code_e4m3(float x, float rcp, float magic) {
+  return __fmaf_rn(x, rcp, magic);
 }
 
 // Eight words whose low nibbles are elements 0..7 (bits 4-7 zero, as int4_nibble or the bits of

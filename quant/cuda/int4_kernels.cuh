@@ -24,21 +24,41 @@ struct Int4Args {
   unsigned long long* first_bad = nullptr;  // pack: smallest flat index of a non-finite input
   const float* src_s = nullptr;             // FP8 source: 128x128 scale_inv
   int64_t src_s_ld = 0;
-  uint32_t tiles_per_row = 0;  // fast path: warp tiles per row (set by launch_int4)
+  // Fast path (set by launch_int4_fast): warp tiles per row, and the constants that divide a tile
+  // index by it with a multiply-high, an add and a shift (tile indices stay below 2^30).
+  uint32_t tiles_per_row = 0, tpr_magic = 0, tpr_shift = 0;
 };
+
+// Granlund-Montgomery: n / d = (umulhi(n, m) + n) >> l for n < 2^31, l = ceil(log2 d),
+// m = floor(2^32 (2^l - d) / d) + 1.
+inline void set_tile_division(Int4Args& a, uint32_t tiles_per_row) {
+  uint32_t l = 0;
+  while ((uint64_t(1) << l) < tiles_per_row) ++l;
+  a.tiles_per_row = tiles_per_row;
+  a.tpr_shift = l;
+  a.tpr_magic =
+      uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << l) - tiles_per_row)) / tiles_per_row + 1);
+}
+__device__ __forceinline__ uint32_t tile_row(const Int4Args& a, uint32_t tile) {
+  return (__umulhi(tile, a.tpr_magic) + tile) >> a.tpr_shift;
+}
 // --- loaders ---------------------------------------------------------------------------------
 // Each reads the source as the CPU reference sees it (bf16-rounded where the export rounds).
 //   load1(): one element as float32 bits (generic kernels and the non-finite scans; bits, not
 //            floats: the amax key of a NaN is taken from its bits, see amax_fold_bits).
-//   Fast path, a "unit" of kUnit consecutive elements (one lane's share of one 16-byte load, or
-//   two for f32): load() issues its loads; unit() decodes them into floats and returns the amax
-//   key of the CPU's values. unit() may hand back the values divided by a power of two k (FP8
-//   with a power-of-2 block scale: the e4m3 values themselves); the kernel divides S by k to match.
-//   kBF16Values: every value (times k) is a bf16, so int4_code_bf16 is exact for it.
+//   Fast path (32-bit row and column indices), a "unit" of kUnit consecutive elements (one lane's
+//   share of one 16-byte load, or two for f32): load() issues its loads; unit() decodes them into
+//   floats and returns the amax key of the CPU's values.
+//   kScaled: the kernel loads the 128x128 block scale (block_scale) and passes it to unit(),
+//   which may hand back the e4m3 values themselves, the CPU's values divided by a power of two k
+//   (FP8 with a power-of-2 block scale), and sets k then (it stays 0 for the CPU's values); the
+//   kernel levels those by int4_code_e4m3 with 1/S times k.
+//   kBF16Values: every value is a bf16 (the key too), so int4_code_bf16 and int4_scale_bf16 are
+//   exact for it.
 
-__device__ __forceinline__ const uint8_t* src_at(const Int4Args& a, int64_t r, int64_t c,
+__device__ __forceinline__ const uint8_t* src_at(const Int4Args& a, uint32_t r, uint32_t c,
                                                  int bytes) {
-  return static_cast<const uint8_t*>(a.x) + (r * a.cols + c) * bytes;
+  return static_cast<const uint8_t*>(a.x) + (uint64_t(r) * uint32_t(a.cols) + c) * bytes;
 }
 
 struct I4LoadF32 {
@@ -48,11 +68,11 @@ struct I4LoadF32 {
   struct Raw {
     uint4 lo, hi;
   };
-  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+  __device__ static Raw load(const Int4Args& a, uint32_t r, uint32_t c) {
     const uint8_t* p = src_at(a, r, c, 4);
     return {ld_stream16(p), ld_stream16(p + 16)};
   }
-  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float* x, float&) {
+  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float, float* x, float&) {
     const uint32_t b[8] = {w.lo.x, w.lo.y, w.lo.z, w.lo.w, w.hi.x, w.hi.y, w.hi.z, w.hi.w};
     uint32_t key = 0;
 #pragma unroll
@@ -85,10 +105,10 @@ struct I4LoadBF16 {
   struct Raw {
     uint4 w;
   };
-  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+  __device__ static Raw load(const Int4Args& a, uint32_t r, uint32_t c) {
     return {ld_stream16(src_at(a, r, c, 2))};
   }
-  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float* x, float&) {
+  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float, float* x, float&) {
     return bf16_unit(w.w, x);
   }
   __device__ static uint32_t load1(const Int4Args& a, int64_t r, int64_t c) {
@@ -102,10 +122,10 @@ struct I4LoadF32AsBF16 {
   static constexpr int kUnit = 8, kBytes = 4;
   static constexpr bool kBF16Values = true, kScaled = false;
   using Raw = I4LoadF32::Raw;
-  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
+  __device__ static Raw load(const Int4Args& a, uint32_t r, uint32_t c) {
     return I4LoadF32::load(a, r, c);
   }
-  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float* x, float&) {
+  __device__ static uint32_t unit(const Int4Args&, const Raw& w, float, float* x, float&) {
     const uint4 h = make_uint4(bf16x2_bits_nonan(__uint_as_float(w.lo.x), __uint_as_float(w.lo.y)),
                                bf16x2_bits_nonan(__uint_as_float(w.lo.z), __uint_as_float(w.lo.w)),
                                bf16x2_bits_nonan(__uint_as_float(w.hi.x), __uint_as_float(w.hi.y)),
@@ -121,21 +141,20 @@ struct I4LoadF32AsBF16 {
 // widened by the hardware e4m3x2 -> f16x2 conversion (exact); the amax comes from the largest f16
 // magnitude (|e4m3| orders like its f16 bits, and bf16(e4m3 * s) is monotone in |e4m3|). With a
 // power-of-2 s in [2^-60, 2^60], bf16(e4m3 * s) = e4m3 * s exactly, so the unit hands back the
-// e4m3 values with k = s; otherwise the CPU's values themselves.
+// e4m3 values with k = s; otherwise the CPU's values themselves (k stays 0).
 struct I4LoadFP8AsBF16 {
   static constexpr int kUnit = 16, kBytes = 1;
   static constexpr bool kBF16Values = true, kScaled = true;
   struct Raw {
     uint4 w;
-    float s;
   };
   __device__ static float block_scale(const Int4Args& a, int64_t r, int64_t c) {
     return a.src_s[(r / kTile) * a.src_s_ld + c / kTile];
   }
-  __device__ static Raw load(const Int4Args& a, int64_t r, int64_t c) {
-    return {ld_stream16(src_at(a, r, c, 1)), block_scale(a, r, c)};
+  __device__ static Raw load(const Int4Args& a, uint32_t r, uint32_t c) {
+    return {ld_stream16(src_at(a, r, c, 1))};
   }
-  __device__ static uint32_t unit(const Int4Args&, const Raw& raw, float* x, float& k) {
+  __device__ static uint32_t unit(const Int4Args&, const Raw& raw, float s, float* x, float& k) {
     const uint32_t b[4] = {raw.w.x, raw.w.y, raw.w.z, raw.w.w};
     uint32_t h[8];
 #pragma unroll
@@ -154,7 +173,6 @@ struct I4LoadFP8AsBF16 {
       x[2 * i] = __half2float(__ushort_as_half(uint16_t(h[i])));
       x[2 * i + 1] = __half2float(__ushort_as_half(uint16_t(h[i] >> 16)));
     }
-    const float s = raw.s;
     const uint32_t sb = __float_as_uint(s);
     if ((sb & 0x807fffffu) == 0 && sb - 0x21800000u <= 0x3c000000u) {  // 2^-60 <= s <= 2^60
       k = s;  // dmax * s is exact (a NaN byte: NaN, a non-finite key either way)
@@ -162,6 +180,7 @@ struct I4LoadFP8AsBF16 {
     }
     // Any other s: the CPU's values (only finite groups use them: no NaN here), in a branch of
     // its own (predicated alongside the power-of-2 case it would cost that case its instructions).
+    // k stays 0.
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const uint32_t r = bf16x2_bits_nonan(__fmul_rn(x[2 * i], s), __fmul_rn(x[2 * i + 1], s));
@@ -235,59 +254,77 @@ template <class L, int kG, bool kPack>
 __global__ void __launch_bounds__(256, L::kBytes == 1 ? 4 : 1) int4_group_kernel(const Int4Args a) {
   using G = I4Geom<L, kG>;
   constexpr int U = L::kUnit;
+  static_assert(kPack || !L::kScaled, "the fake-quant takes the CPU's values");
   const int lane = threadIdx.x & 31, gl = lane / G::LG, j = lane % G::LG;
   const uint32_t first = (blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5)) * G::KT;
+  const uint32_t rows = uint32_t(a.rows), cols = uint32_t(a.cols);
+  // kScaled: the block scale of each unit, one a tile where a group lies in one 128x128 block.
+  constexpr int NS = L::kScaled && kG > kTile ? G::NU : 1;
   typename L::Raw raw[G::KT][G::NU];
-  int64_t row[G::KT], col0[G::KT];  // col0: the lane's group's first column
+  float bs[G::KT][NS] = {};
+  uint32_t row[G::KT], col0[G::KT];  // col0: the lane's group's first column
 #pragma unroll
   for (int t = 0; t < G::KT; ++t) {
     const uint32_t tile = first + t;  // past the last tile: row >= rows
-    const uint32_t r = tile / a.tiles_per_row;
+    const uint32_t r = tile_row(a, tile);
     row[t] = r;
-    col0[t] = int64_t(tile - r * a.tiles_per_row) * G::TW + gl * kG;
+    col0[t] = (tile - r * a.tiles_per_row) * G::TW + gl * kG;
 #pragma unroll
     for (int u = 0; u < G::NU; ++u) {
-      const int64_t c = col0[t] + (u * G::LG + j) * U;
-      raw[t][u] = r < a.rows && c < a.cols ? L::load(a, r, c) : typename L::Raw{};
+      const uint32_t c = col0[t] + (u * G::LG + j) * U;
+      const bool live = r < rows && c < cols;
+      raw[t][u] = live ? L::load(a, r, c) : typename L::Raw{};
+      if constexpr (L::kScaled)
+        if (u < NS) bs[t][u] = live ? L::block_scale(a, r, c) : 0.f;
     }
   }
 #pragma unroll
   for (int t = 0; t < G::KT; ++t) {
-    const int64_t r = row[t];
+    const uint32_t r = row[t];
     float x[G::NU][U], k[G::NU];
     uint32_t key = 0;
 #pragma unroll
     for (int u = 0; u < G::NU; ++u) {
-      k[u] = 1.f;
-      key = max(key, L::unit(a, raw[t][u], x[u], k[u]));  // zero units add a zero key
+      k[u] = 0.f;  // zero units add a zero key
+      key = max(key, L::unit(a, raw[t][u], bs[t][NS > 1 ? u : 0], x[u], k[u]));
     }
     key = group_amax<G::LG>(key);
-    if (r >= a.rows || col0[t] + j * U >= a.cols) continue;  // this lane has no unit
+    if (r >= rows || col0[t] + j * U >= cols) continue;  // this lane has no unit
     if (key >= 0x7f800000u) {
       int4_nonfinite_lane<L, kG, kPack>(a, r, col0[t], j, key);
       continue;
     }
-    const float s = int4_scale(key), rcp = __frcp_rn(s);
-    if (kPack && j == 0) a.scale[r * a.groups + col0[t] / kG] = uint16_t(f32_to_bf16_bits(s));
+    const float s = L::kBF16Values ? int4_scale_bf16(key) : int4_scale(key), rcp = __frcp_rn(s);
+    if (kPack && j == 0)  // s is finite and a bf16 value: its top half
+      a.scale[uint64_t(r) * uint32_t(a.groups) + col0[t] / kG] = uint16_t(__float_as_uint(s) >> 16);
+    // int4_code_e4m3 holds where S comes from e4m3 values under the same k as x: every unit of
+    // the group has that k (a lane's units cover every block a group spans). A group across
+    // blocks of different scales takes int4_code_bf16 of the CPU's values, x * k (exact).
+    bool one_fma = true;
+#pragma unroll
+    for (int u = 1; u < NS; ++u) one_fma = one_fma && k[u] == k[0];
 #pragma unroll
     for (int u = 0; u < G::NU; ++u) {
-      const int64_t c = col0[t] + (u * G::LG + j) * U;
-      if (c >= a.cols) break;
-      float su = s, ru = rcp;  // the values are the CPU's divided by k (a power of two): so are
-      if (L::kScaled) {        // S and 1/S, exactly
-        su = __fmul_rn(s, __uint_as_float(0x7f000000u - __float_as_uint(k[u])));
-        ru = __fmul_rn(rcp, k[u]);
-      }
+      const uint32_t c = col0[t] + (u * G::LG + j) * U;
+      if (c >= cols) break;
       if constexpr (kPack) {
         uint32_t n[U];
+        if (L::kScaled && k[u] != 0.f && one_fma) {  // e4m3 values: x / (S / k), exactly
+          const float rk = __fmul_rn(rcp, k[u]);
 #pragma unroll
-        for (int e = 0; e < U; ++e) {
-          if constexpr (L::kBF16Values)
-            n[e] = __float_as_uint(int4_code_bf16(x[u][e], su, ru, kInt4NibbleMagic));
-          else
-            n[e] = int4_nibble(int4_level_fast(x[u][e], s, rcp, int4_fast_ok(s)));
+          for (int e = 0; e < U; ++e)
+            n[e] = __float_as_uint(int4_code_e4m3(x[u][e], rk, kInt4NibbleMagic));
+        } else {
+#pragma unroll
+          for (int e = 0; e < U; ++e) {
+            const float xe = L::kScaled && k[u] != 0.f ? __fmul_rn(x[u][e], k[u]) : x[u][e];
+            if constexpr (L::kBF16Values)
+              n[e] = __float_as_uint(int4_code_bf16(xe, s, rcp, kInt4NibbleMagic));
+            else
+              n[e] = int4_nibble(int4_level_fast(xe, s, rcp, int4_fast_ok(s)));
+          }
         }
-        int32_t* p = a.packed + r * a.packed_cols + c / 8;
+        int32_t* p = a.packed + uint64_t(r) * uint32_t(a.packed_cols) + c / 8;
         if constexpr (U == 16) {  // 8-byte aligned: cols % 16 == 0 and packed 8-byte aligned
           __stcs(reinterpret_cast<int2*>(p),
                  make_int2(int(pack_nibbles8(n)), int(pack_nibbles8(n + 8))));
@@ -299,16 +336,17 @@ __global__ void __launch_bounds__(256, L::kBytes == 1 ? 4 : 1) int4_group_kernel
         float f[U];
 #pragma unroll
         for (int e = 0; e < U; ++e) {
+          const float xe = x[u][e];
           if constexpr (L::kBF16Values) {  // level * S exactly, with the sign of x (-0 too)
             const float lv =
-                __fsub_rn(int4_code_bf16(x[u][e], s, rcp, kInt4LevelMagic), kInt4LevelMagic);
+                __fsub_rn(int4_code_bf16(xe, s, rcp, kInt4LevelMagic), kInt4LevelMagic);
             f[e] = __uint_as_float((__float_as_uint(__fmul_rn(lv, s)) & 0x7fffffffu) |
-                                   (__float_as_uint(x[u][e]) & 0x80000000u));
+                                   (__float_as_uint(xe) & 0x80000000u));
           } else {
-            f[e] = __fmul_rn(int4_level_fast(x[u][e], s, rcp, int4_fast_ok(s)), s);
+            f[e] = __fmul_rn(int4_level_fast(xe, s, rcp, int4_fast_ok(s)), s);
           }
         }
-        uint8_t* p = static_cast<uint8_t*>(a.y) + (r * a.cols + c) * sizeof(Out);
+        uint8_t* p = static_cast<uint8_t*>(a.y) + (uint64_t(r) * cols + c) * sizeof(Out);
         if constexpr (sizeof(Out) == 2) {
           uint32_t w[U / 2];
 #pragma unroll
@@ -379,7 +417,7 @@ inline unsigned blocks_for(int64_t threads) { return unsigned((threads + 255) / 
 template <class L, int kG, bool kPack>
 cudaError_t launch_int4_fast(Int4Args a, cudaStream_t stream) {
   using G = I4Geom<L, kG>;
-  a.tiles_per_row = uint32_t((a.cols + G::TW - 1) / G::TW);
+  set_tile_division(a, uint32_t((a.cols + G::TW - 1) / G::TW));
   const int64_t warps = (a.rows * a.tiles_per_row + G::KT - 1) / G::KT;
   int4_group_kernel<L, kG, kPack><<<unsigned((warps + 7) / 8), 256, 0, stream>>>(a);
   return cudaGetLastError();
@@ -390,10 +428,12 @@ cudaError_t launch_int4_fast(Int4Args a, cudaStream_t stream) {
 template <class L, bool kPack>
 cudaError_t launch_int4(const Int4Args& a, bool vec, cudaStream_t stream) {
   const int64_t g = a.group_size;
-  // Tile indices are 32-bit: tiles span >= 256 columns of a row, keep fewer than 2^30 of them.
+  // Tile, row and column indices are 32-bit: tiles span >= 256 columns of a row, keep fewer than
+  // 2^30 of them, and columns below 2^31.
   const bool fast = vec && a.cols % L::kUnit == 0 && g >= L::kUnit && g <= 256 &&
                     (L::kUnit < 16 || (reinterpret_cast<uintptr_t>(a.packed) & 7) == 0) &&
-                    (g & (g - 1)) == 0 && a.rows * ((a.cols + 255) / 256) < (int64_t(1) << 30);
+                    (g & (g - 1)) == 0 && a.rows * ((a.cols + 255) / 256) < (int64_t(1) << 30) &&
+                    a.cols < (int64_t(1) << 31);
   if (fast) {
     switch (g) {
       case 8:

@@ -2,6 +2,8 @@
 // and f32 outputs), on generated shapes with ragged edges, zero tiles, inf/NaN, values above 448
 // and subnormals, aligned and misaligned buffers. Output buffers are poisoned on both sides, so an
 // element the GPU leaves unwritten (or writes where the CPU does not) is a difference too.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -361,6 +363,88 @@ TEST_CASE("export_weight_{fp8,int4}_cuda match the CPU composition bitwise", "[e
       }
     }
   }
+}
+
+// The FP8 -> INT4 export levels e4m3 values with one FMA when the block scale k is a power of two
+// in [2^-60, 2^60] (int4_code_e4m3): exhaustively, block row b has scale k_b (every power of two
+// in [2^-70, 2^70], then a few that are not) in its first column block, row a of a block holds a
+// group of every e4m3 code up to min(a, 126) (the amax, repeating) and a group of their negatives.
+// Group sizes 128 (one sign a group) and 256 (both signs, the second half under the same scale or
+// another one).
+TEST_CASE("export_weight_int4_cuda matches the CPU for every e4m3 group and block scale",
+          "[export][int4][exhaustive]") {
+  std::vector<float> ks;
+  for (int e = -70; e <= 70; ++e) ks.push_back(std::ldexp(1.f, e));
+  for (float m : {1.5f, 1.25f, 0.75f, 1.0000001f, 3.f})
+    for (int e : {-40, -3, 0, 7, 40}) ks.push_back(std::ldexp(m, e));
+  WeightExportDesc d;
+  d.rows = int64_t(ks.size()) * 128, d.cols = 256, d.source = ExportSource::kFP8Block;
+  d.target = ExportTarget::kInt4Packed;
+  std::vector<uint8_t> srcb(size_t(d.rows * d.cols));
+  std::vector<float> src_s(size_t(ks.size() * 2));
+  for (size_t b = 0; b < ks.size(); ++b) {
+    src_s[2 * b] = ks[b];
+    // A 256-group spans both column blocks: the same scale in even block rows, another in odd.
+    src_s[2 * b + 1] = b % 2 ? ks[(b + 37) % ks.size()] : ks[b];
+    for (int a = 0; a < 128; ++a) {
+      uint8_t* row = srcb.data() + ((b * 128 + a) * size_t(d.cols));
+      for (int c = 0; c < 128; ++c) {
+        row[c] = uint8_t(std::min(c, std::min(a, 126)));
+        row[128 + c] = uint8_t(row[c] | 0x80);
+      }
+    }
+  }
+  DevBuf dsrc(srcb.size()), dss(src_s.size() * 4);
+  dsrc.upload(srcb);
+  dss.upload(src_s);
+  for (int64_t g : {128, 256}) {
+    d.group_size = g;
+    INFO(d.to_string());
+    const Int4Desc id = d.int4_desc();
+    auto p_cpu = poisoned<int32_t>(size_t(d.rows * id.packed_cols()));
+    auto s_cpu = poisoned<uint16_t>(size_t(d.rows * id.groups()));
+    REQUIRE_OK(export_weight_int4_cpu(d, srcb.data(), src_s.data(), p_cpu.data(), s_cpu.data()));
+    DevBuf dp(p_cpu.size() * 4), ds(s_cpu.size() * 2);
+    REQUIRE_OK(export_weight_int4_cuda(d, dsrc.get(), dss.get<float>(), dp.get<int32_t>(),
+                                       ds.get<uint16_t>(), nullptr));
+    REQUIRE_BITWISE(bitwise_report("packed", p_cpu, dp.download<int32_t>(), id.packed_cols()));
+    REQUIRE_BITWISE(bitwise_report("scale", s_cpu, ds.download<uint16_t>(), id.groups()));
+  }
+}
+
+// The bf16 fast path computes the group scale as bf16(max(amax * RN(1/7), 1e-5))
+// (int4_scale_bf16): every finite non-negative bf16 amax, one group each (the amax and 127 random
+// bf16 values of at most its magnitude, either sign), packed and fake-quantized.
+TEST_CASE("int4 kernels match the CPU for every finite bf16 group amax", "[int4][exhaustive]") {
+  constexpr int64_t kGroups = 0x7f80;  // bf16 bits 0x0000 .. 0x7f7f
+  Int4Desc d;
+  d.rows = 255, d.cols = kGroups / 255 * 128, d.group_size = 128, d.src_dtype = DType::kBF16;
+  std::vector<uint16_t> x(size_t(d.rows * d.cols));
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (int64_t gi = 0; gi < kGroups; ++gi) {
+    uint16_t* grp = x.data() + gi * 128;
+    const uint16_t amax = uint16_t(gi);
+    for (int i = 0; i < 128; ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      const uint32_t r = uint32_t(state >> 33);
+      grp[i] = uint16_t((r % (uint32_t(amax) + 1)) | ((r >> 20) & 1u ? 0x8000u : 0u));
+    }
+    grp[(gi * 37) % 128] = uint16_t(amax | (gi & 1 ? 0x8000u : 0u));
+  }
+  DevBuf dx(x.size() * 2);
+  dx.upload(x);
+  auto p_cpu = poisoned<int32_t>(size_t(d.rows * d.packed_cols()));
+  auto s_cpu = poisoned<uint16_t>(size_t(d.rows * d.groups()));
+  REQUIRE_OK(int4_pack_cpu(d, x.data(), p_cpu.data(), s_cpu.data()));
+  DevBuf dp(p_cpu.size() * 4), ds(s_cpu.size() * 2);
+  REQUIRE_OK(int4_pack_cuda(d, dx.get(), dp.get<int32_t>(), ds.get<uint16_t>(), nullptr));
+  REQUIRE_BITWISE(bitwise_report("packed", p_cpu, dp.download<int32_t>(), d.packed_cols()));
+  REQUIRE_BITWISE(bitwise_report("scale", s_cpu, ds.download<uint16_t>(), d.groups()));
+  auto y_cpu = poisoned<uint16_t>(x.size());
+  REQUIRE_OK(int4_fake_quant_cpu(d, x.data(), y_cpu.data()));
+  DevBuf dy(x.size() * 2);
+  REQUIRE_OK(int4_fake_quant_cuda(d, dx.get(), dy.get(), nullptr));
+  REQUIRE_BITWISE(bitwise_report("fake-quant", y_cpu, dy.download<uint16_t>(), d.cols));
 }
 
 TEST_CASE("tensor_amax_cuda matches tensor_amax_cpu bitwise", "[amax]") {
