@@ -182,10 +182,8 @@ __device__ __forceinline__ float int4_scale(uint32_t amax_key_bits) {
 // rounds to the same bf16 as amax / 7 for every finite bf16 amax (all 32,640 are checked against
 // the CPU by tests/gpu/quant_kernels_test.cc), so neither the division nor the NaN rule is needed.
 __device__ __forceinline__ float int4_scale_bf16(uint32_t amax_key_bits) {
-  const float s =
-      fmaxf(__fmul_rn(amax_value(amax_key_bits), 1.0f / float(kInt4QMax)), kInt4MinScale);
-  const uint32_t u = __float_as_uint(s);
-  return __uint_as_float((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+  return round_to_bf16(
+      fmaxf(__fmul_rn(amax_value(amax_key_bits), 1.0f / float(kInt4QMax)), kInt4MinScale));
 }
 // int4_level: rne(clamp(x / scale, -7, 7)); NaN stays NaN with the CPU's bits.
 __device__ __forceinline__ float int4_level(float x, float scale) {
