@@ -283,9 +283,11 @@ __global__ void __launch_bounds__(256, L::kBytes == 1 ? 4 : 1) int4_group_kernel
     const uint32_t r = row[t];
     float x[G::NU][U], k[G::NU];
     uint32_t key = 0;
+    // Zero-filled units (past the edge) add a zero key. k stays 0 unless unit() hands back e4m3
+    // values under a power-of-2 block scale.
 #pragma unroll
     for (int u = 0; u < G::NU; ++u) {
-      k[u] = 0.f;  // zero units add a zero key
+      k[u] = 0.f;
       key = max(key, L::unit(a, raw[t][u], bs[t][NS > 1 ? u : 0], x[u], k[u]));
     }
     key = group_amax<G::LG>(key);
